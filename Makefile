@@ -127,7 +127,7 @@ SERVER_LIB_OBJ = $(call objs,asan,$(filter-out server/main.c,$(SERVER_SRC)))
 
 build/asan/test/%: build/asan/obj/tests/%.o $(TESTSUP_OBJ) $(SERVER_LIB_OBJ) $(ASAN_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -o $@ $^ -lcmocka $(LDLIBS)
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ -lcmocka $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson) $(LDLIBS)
 
 test-bin: $(addprefix build/asan/bin/,$(BINS)) $(TEST_BINS) all
 

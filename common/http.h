@@ -100,10 +100,15 @@ void sp_http_server_stop_accepting(sp_http_server_t *s);
 void sp_http_server_close(sp_http_server_t *s, void (*done)(void *ud), void *ud);
 
 size_t sp_http_server_connection_count(const sp_http_server_t *s);
+/* Answers queued since start, the HTTP layer's own error answers included. */
+uint64_t sp_http_server_request_count(const sp_http_server_t *s);
 
 /* ---- answering --------------------------------------------------------------------------- */
 
-/* Registers the abort callback of a request that will be answered later. */
+/* Registers the abort callback of a request that will be answered later. After the callback
+ * has run the request is gone: neither sp_http_respond nor any other call may use it. A request
+ * without an abort callback whose client leaves stays valid until it is answered; that answer
+ * is then dropped and frees it. */
 void sp_http_req_on_abort(sp_http_req_t *req, sp_http_abort_fn fn, void *ud);
 
 /* Answers a request: status line, Content-Type (when not NULL), Content-Length, Date,
@@ -141,5 +146,10 @@ long sp_http_pct_decode(const char *in, size_t len, char *out, size_t cap);
  * A parameter without '=' has an empty value. */
 bool sp_http_query_next(const char **q, const char *end, const char **name, size_t *name_len,
                         const char **value, size_t *value_len);
+
+/* For fuzzing and tests: runs the parsing, validation and answering of one connection over
+ * data[0..len) without a socket (the first byte chooses how the rest is cut into reads; answers
+ * are discarded). Returns 0. */
+int sp_http_fuzz_feed(const uint8_t *data, size_t len);
 
 #endif

@@ -80,4 +80,13 @@ int sp_json_int(sp_json_val_t num, int64_t *out);
 /* Looks up a member by key in an object (first match); returns true and sets *val. */
 bool sp_json_obj_get(sp_json_val_t obj, const char *key, sp_json_val_t *val);
 
+/* Decodes a STRING value for quoting in an error message: NUL-terminated in out (cap > 0),
+ * control characters shown as '?', cut at a character boundary with "..." when longer than
+ * cap - 1 bytes. Returns the length written. */
+size_t sp_json_str_preview(sp_json_val_t str, char *out, size_t cap);
+
+/* The length of the longest prefix of s[0..len) that is well-formed UTF-8 (len when all of it
+ * is): no overlongs, no surrogates, nothing past U+10FFFF. */
+size_t sp_json_utf8_span(const char *s, size_t len);
+
 #endif

@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "backend.h"
+#include "handler.h"
 
 typedef struct sp_pool sp_pool_t;
 
@@ -31,6 +32,11 @@ typedef struct {
 /* Creates a pool on `loop` that takes jobs from `backend` (not owned). Options are copied.
  * Returns NULL on allocation failure. */
 sp_pool_t *sp_pool_new(uv_loop_t *loop, sp_backend_t *backend, const sp_pool_opts_t *opts);
+
+/* Sets the table that maps job types beyond the built-ins to handlers (not owned; it must
+ * outlive the pool and not change while the pool runs). Without one, only the built-in
+ * handlers run and every other type fails its attempt with "no handler knows type 'X'". */
+void sp_pool_set_handlers(sp_pool_t *p, const sp_handlers_t *handlers);
 
 /* Starts leasing. */
 int sp_pool_start(sp_pool_t *p);

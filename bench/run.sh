@@ -1,0 +1,510 @@
+#!/usr/bin/env bash
+# run.sh - Spool's benchmark harness (`make bench`): starts spool-server (and nginx as a yardstick)
+# on free loopback ports, drives them with wrk and bench/spoolbench.py, and prints a report with
+# each figure beside its target. It reports and does not judge: it exits 0 when every figure
+# was measured, whatever the figures are, and non-zero when something could not be measured.
+#
+# usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e]
+#   no names: every measurement; "nginx" alone runs only the nginx half of "submit".
+#   --quick: short runs (3 s, one round, fewer jobs) to check that the harness works.
+# environment: SPOOL_SERVER (default build/bin/spool-server), BENCH_DURATION (wrk, default 10s),
+#   BENCH_RUNS (rounds of the submit benchmark, default 3), BENCH_PIN (0 = no CPU pinning).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SERVER=${SPOOL_SERVER:-$ROOT/build/bin/spool-server}
+CLIENT=$ROOT/bench/spoolbench.py
+DURATION=${BENCH_DURATION:-10s}
+RUNS=${BENCH_RUNS:-3}
+PIN=${BENCH_PIN:-1}
+WRK_CONNS=64
+PAYLOAD_BYTES=100
+BATCH=10000
+RATE_SECONDS=5
+MEMORY_JOBS=1000000
+E2E_JOBS=100000
+E2E_WORKERS=(8 64)
+# A batch of 10 000 jobs with 100-byte payloads is about 1.3 MB, over the default 1 MiB limit.
+BATCH_MAX_BODY=16M
+
+TMP=""
+PIDS=()
+FAILED=()
+REPORT=()
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+report() { REPORT+=("$*"); }
+failed() {
+  FAILED+=("$*")
+  log "FAILED: $*"
+}
+
+usage() {
+  awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
+}
+
+# ---- processes -------------------------------------------------------------------------------
+
+forget_pid() {
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+# SIGTERM, up to 20 s for a graceful exit, then SIGKILL.
+stop_pid() {
+  local pid=$1 i
+  [ -n "$pid" ] || return 0
+  forget_pid "$pid"
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pid $pid ignored SIGTERM for 20 s; killing it"
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  [ -n "$TMP" ] && rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Server-side processes on CPU 0, load generators on CPU 1: on a 2-core machine this keeps the
+# two from trading places, which is most of the run-to-run noise.
+SERVER_CPU=()
+CLIENT_CPU=()
+setup_pinning() {
+  if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    SERVER_CPU=(taskset -c 0)
+    CLIENT_CPU=(taskset -c 1)
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# Waits until 127.0.0.1:PORT accepts a connection and PID is still alive, 10 s at most.
+wait_listening() {
+  local port=$1 pid=$2 i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_spool NAME ARGS... : sets SPOOL_PID and SPOOL_PORT. The port is picked here rather than
+# with --listen :0 so that nothing depends on how the server buffers its standard output; a
+# port taken in between makes the server exit, and the next try picks another.
+SPOOL_PID=""
+SPOOL_PORT=""
+start_spool() {
+  local name=$1 try port pid
+  shift
+  if [ ! -x "$SERVER" ]; then
+    log "$SERVER not found or not executable (build it with 'make')"
+    return 1
+  fi
+  for try in 1 2 3; do
+    port=$(free_port) || return 1
+    "${SERVER_CPU[@]}" "$SERVER" --listen "127.0.0.1:$port" "$@" \
+      >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_listening "$port" "$pid"; then
+      SPOOL_PID=$pid
+      SPOOL_PORT=$port
+      # The pinned command is taskset only until it execs the server; the pid stays the same.
+      return 0
+    fi
+    stop_pid "$pid"
+    log "spool-server ($name, try $try) did not start; its stderr:"
+    tail -n 20 "$TMP/$name.err" >&2
+  done
+  return 1
+}
+
+NGINX_PID=""
+NGINX_PORT=""
+start_nginx() {
+  local try port pid nginx
+  nginx=$(command -v nginx || echo /usr/sbin/nginx)
+  mkdir -p "$TMP/nginx"
+  for try in 1 2 3; do
+    port=$(free_port) || return 1
+    cat >"$TMP/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    # nginx closes a keep-alive connection after 1000 requests by default; Spool does not.
+    keepalive_requests 100000000;
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            default_type application/json;
+            return 201 '{"id":"1"}';
+        }
+    }
+}
+EOF
+    "${SERVER_CPU[@]}" "$nginx" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" \
+      >"$TMP/nginx/stdout" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_listening "$port" "$pid"; then
+      NGINX_PID=$pid
+      NGINX_PORT=$port
+      return 0
+    fi
+    stop_pid "$pid"
+    log "nginx (try $try) did not start:"
+    tail -n 20 "$TMP/nginx/stdout" "$TMP/nginx/error.log" >&2 2>/dev/null
+  done
+  return 1
+}
+
+# ---- packages --------------------------------------------------------------------------------
+
+pkg_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "ok installed"
+}
+
+apt_install() {
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      log "cannot install $* without root; install it and run again"
+      return 1
+    fi
+  fi
+  log "installing $* with apt-get"
+  "${sudo[@]}" apt-get update -qq >/dev/null &&
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" \
+      >/dev/null
+}
+
+ensure_wrk() {
+  command -v wrk >/dev/null && return 0
+  pkg_installed wrk || apt_install wrk || return 1
+  command -v wrk >/dev/null
+}
+
+ensure_nginx() {
+  local p
+  for p in nginx-light nginx nginx-core nginx-full nginx-extras; do
+    if pkg_installed "$p"; then return 0; fi
+  done
+  command -v nginx >/dev/null && return 0
+  apt_install nginx-light || apt_install nginx
+}
+
+# ---- measurements ----------------------------------------------------------------------------
+
+# Median of the numbers given (the lower middle one for an even count).
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+}
+
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; }
+lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
+verdict() { if "$@"; then echo "met"; else echo "missed"; fi; }
+
+# Runs wrk against URL; prints "RPS P50_MS P99_MS NON2XX ERRORS" (a failed run returns 1).
+run_wrk() {
+  local url=$1 out=$2 secs
+  secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print int(n) }')
+  if ! timeout $((secs + 30)) "${CLIENT_CPU[@]}" wrk -t1 -c"$WRK_CONNS" -d"$DURATION" --latency \
+    -s "$TMP/submit.lua" "$url" >"$out" 2>&1; then
+    log "wrk failed against $url:"
+    cat "$out" >&2
+    return 1
+  fi
+  awk '
+    function ms(v) {
+      if (v ~ /us$/) return v * 0.001
+      if (v ~ /ms$/) return v + 0
+      if (v ~ /m$/) return v * 60000
+      if (v ~ /s$/) return v * 1000
+      return v + 0
+    }
+    /^Requests\/sec:/ { rps = $2 }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ { gsub(/,/, ""); errs = $4 + $6 + $8 + $10 }
+    END {
+      if (rps == "") exit 1
+      printf "%.0f %.3f %.3f %d %d\n", rps, p50, p99, non2xx, errs
+    }' "$out"
+}
+
+write_lua() {
+  local payload
+  payload=$(python3 -c "import sys; sys.path.insert(0, '$ROOT/bench'); import spoolbench; \
+print(spoolbench.job_text($PAYLOAD_BYTES))") || return 1
+  cat >"$TMP/submit.lua" <<EOF
+-- One job per request, the same body every time: each is a new job (no idempotency key).
+wrk.method = "POST"
+wrk.path = "/v1/queues/bench/jobs"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '$payload'
+EOF
+}
+
+# One wrk run against spool or nginx; appends its figures to that label's arrays.
+declare -a spool_rps=() spool_p50=() spool_p99=() nginx_rps=() nginx_p50=() nginx_p99=()
+wrk_round() {
+  local label=$1 port=$2 round=$3 line rps p50 p99 non2xx errs
+  line=$(run_wrk "http://127.0.0.1:$port/v1/queues/bench/jobs" "$TMP/wrk-$label-$round.txt") ||
+    return 1
+  read -r rps p50 p99 non2xx errs <<<"$line"
+  log "  $label round $round: $rps req/s, p50 $p50 ms, p99 $p99 ms, non-2xx $non2xx, socket errors $errs"
+  if [ "$non2xx" -gt 0 ]; then
+    log "  $label answered $non2xx requests with an error status: the figures would be meaningless"
+    return 1
+  fi
+  case $label in
+  spool)
+    spool_rps+=("$rps")
+    spool_p50+=("$p50")
+    spool_p99+=("$p99")
+    ;;
+  nginx)
+    nginx_rps+=("$rps")
+    nginx_p50+=("$p50")
+    nginx_p99+=("$p99")
+    ;;
+  esac
+}
+
+bench_submit() {
+  local with_spool=$1 round ok=1
+  log "1. HTTP single submit: wrk -t1 -c$WRK_CONNS -d$DURATION, $RUNS round(s)"
+  ensure_wrk || { failed "submit: wrk is not available"; return; }
+  ensure_nginx || { failed "submit: nginx is not available"; return; }
+  write_lua || { failed "submit: could not write the wrk script"; return; }
+  start_nginx || { failed "submit: nginx did not start"; return; }
+  for ((round = 1; round <= RUNS; round++)); do
+    if [ "$with_spool" = 1 ]; then
+      # A fresh server each round: the previous round's jobs would otherwise pile up.
+      if ! start_spool "submit-$round"; then ok=0; break; fi
+      if ! timeout 20 "${CLIENT_CPU[@]}" python3 "$CLIENT" check --port "$SPOOL_PORT" \
+        --payload-bytes "$PAYLOAD_BYTES" >/dev/null; then
+        stop_spool_quiet
+        ok=0
+        break
+      fi
+      wrk_round spool "$SPOOL_PORT" "$round" || ok=0
+      stop_spool_quiet
+      [ "$ok" = 1 ] || break
+    fi
+    wrk_round nginx "$NGINX_PORT" "$round" || { ok=0; break; }
+  done
+  stop_pid "$NGINX_PID"
+  if [ "$ok" != 1 ]; then
+    failed "submit: a run could not be completed (see above)"
+    return
+  fi
+  local n_rps n_p50 n_p99 s_rps s_p50 s_p99 ratio
+  n_rps=$(median "${nginx_rps[@]}")
+  n_p50=$(median "${nginx_p50[@]}")
+  n_p99=$(median "${nginx_p99[@]}")
+  report "1. HTTP single submit: POST /v1/queues/bench/jobs, ${PAYLOAD_BYTES}-byte payload,"
+  report "   wrk -t1 -c$WRK_CONNS -d$DURATION, keep-alive; median of $RUNS round(s), alternating"
+  if [ "$with_spool" = 1 ]; then
+    s_rps=$(median "${spool_rps[@]}")
+    s_p50=$(median "${spool_p50[@]}")
+    s_p99=$(median "${spool_p99[@]}")
+    report "$(printf '   %-22s %9s req/s   p50 %7s ms   p99 %7s ms' spool-server "$s_rps" "$s_p50" "$s_p99")"
+  fi
+  report "$(printf '   %-22s %9s req/s   p50 %7s ms   p99 %7s ms' "nginx (static 201)" "$n_rps" "$n_p50" "$n_p99")"
+  if [ "$with_spool" = 1 ]; then
+    ratio=$(awk -v a="$s_rps" -v b="$n_rps" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    report "$(printf '   %-22s %9s         target >= 0.75, aim 0.90   [%s]' "ratio spool/nginx" \
+      "$ratio" "$(verdict ge "$ratio" 0.75)")"
+  fi
+}
+
+stop_spool_quiet() {
+  [ -n "$SPOOL_PID" ] && stop_pid "$SPOOL_PID"
+  SPOOL_PID=""
+}
+
+# Reads key=value pairs printed by spoolbench.py: kv "$line" jobs_per_s
+kv() {
+  tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'
+}
+
+bench_batch() {
+  local line rate
+  log "2. Batch submission: batches of $BATCH noop jobs for ${RATE_SECONDS}s"
+  start_spool batch --max-body "$BATCH_MAX_BODY" || { failed "batch: spool-server did not start"; return; }
+  if ! line=$(timeout $((RATE_SECONDS + 120)) "${CLIENT_CPU[@]}" python3 "$CLIENT" rate \
+    --port "$SPOOL_PORT" --batch "$BATCH" --seconds "$RATE_SECONDS" --server-pid "$SPOOL_PID"); then
+    stop_spool_quiet
+    failed "batch: the client failed (see above)"
+    return
+  fi
+  stop_spool_quiet
+  log "  $line"
+  rate=$(kv "$line" jobs_per_s)
+  report "2. Batch submission: POST /v1/queues/bench/batch, $BATCH noop jobs per batch, no payload,"
+  report "   2 keep-alive connections, ${RATE_SECONDS}s"
+  report "$(printf '   %-22s %9s jobs/s  target > 1000000   [%s]' "batch submit rate" "$rate" \
+    "$(verdict lt 1000000 "$rate")")"
+  report "$(printf '   %-22s %9s of one CPU (near 100%%: the server, not the client, is the limit)' \
+    "server busy" "$(kv "$line" server_cpu)")"
+}
+
+rss_kb() {
+  python3 "$CLIENT" rss --pid "$1" | awk -F= '{ print $2 }'
+}
+
+bench_memory() {
+  local before after line per_job rate
+  log "3. Memory per queued job: $MEMORY_JOBS jobs with ${PAYLOAD_BYTES}-byte payloads"
+  start_spool memory --max-body "$BATCH_MAX_BODY" || { failed "memory: spool-server did not start"; return; }
+  before=$(rss_kb "$SPOOL_PID") || { stop_spool_quiet; failed "memory: cannot read VmRSS"; return; }
+  if ! line=$(timeout 600 "${CLIENT_CPU[@]}" python3 "$CLIENT" submit --port "$SPOOL_PORT" \
+    --batch "$BATCH" --total "$MEMORY_JOBS" --payload-bytes "$PAYLOAD_BYTES" \
+    --server-pid "$SPOOL_PID"); then
+    stop_spool_quiet
+    failed "memory: the client failed (see above)"
+    return
+  fi
+  after=$(rss_kb "$SPOOL_PID") || { stop_spool_quiet; failed "memory: cannot read VmRSS"; return; }
+  stop_spool_quiet
+  log "  $line; VmRSS $before kB -> $after kB"
+  rate=$(kv "$line" jobs_per_s)
+  per_job=$(awk -v a="$after" -v b="$before" -v n="$MEMORY_JOBS" -v p="$PAYLOAD_BYTES" \
+    'BEGIN { printf "%.0f", (a - b) * 1024 / n - p }')
+  report "3. Memory per queued job: $MEMORY_JOBS jobs with ${PAYLOAD_BYTES}-byte payloads, memory backend"
+  report "$(printf '   %-22s %s kB -> %s kB' "VmRSS" "$before" "$after")"
+  report "$(printf '   %-22s %9s bytes  target < 150, aim 100 (beanstalkd ~200)   [%s]' \
+    "per job above payload" "$per_job" "$(verdict lt "$per_job" 150)")"
+  report "$(printf '   %-22s %9s jobs/s (batches with %s-byte payloads, 1 connection, server busy %s)' \
+    "submit rate" "$rate" "$PAYLOAD_BYTES" "$(kv "$line" server_cpu)")"
+}
+
+bench_e2e() {
+  local workers line rate any=0
+  report "4. End to end: $E2E_JOBS noop jobs submitted in batches, run by embedded workers,"
+  report "   until GET /v1/queues/bench shows them all succeeded"
+  for workers in "${E2E_WORKERS[@]}"; do
+    log "4. End to end with --workers $workers: $E2E_JOBS jobs"
+    if ! start_spool "e2e-$workers" --workers "$workers" --max-body "$BATCH_MAX_BODY"; then
+      failed "e2e --workers $workers: spool-server did not start"
+      continue
+    fi
+    if ! line=$(timeout 300 "${CLIENT_CPU[@]}" python3 "$CLIENT" e2e --port "$SPOOL_PORT" \
+      --batch "$BATCH" --total "$E2E_JOBS" --timeout 240); then
+      stop_spool_quiet
+      failed "e2e --workers $workers: the jobs did not all succeed (see above)"
+      continue
+    fi
+    stop_spool_quiet
+    log "  $line"
+    rate=$(kv "$line" jobs_per_s)
+    report "$(printf '   %-22s %9s jobs/s  target > 50000   [%s]' "--workers $workers" "$rate" \
+      "$(verdict lt 50000 "$rate")")"
+    any=1
+  done
+  [ "$any" = 1 ] || report "   (not measured)"
+}
+
+# ---- main ------------------------------------------------------------------------------------
+
+main() {
+  local want=() arg name
+  for arg in "$@"; do
+    case $arg in
+    --quick)
+      DURATION=3s
+      RUNS=1
+      RATE_SECONDS=2
+      MEMORY_JOBS=200000
+      E2E_JOBS=20000
+      ;;
+    -h | --help)
+      usage
+      return 0
+      ;;
+    submit | nginx | batch | memory | e2e) want+=("$arg") ;;
+    *)
+      log "unknown argument '$arg'"
+      usage >&2
+      return 2
+      ;;
+    esac
+  done
+  [ ${#want[@]} -gt 0 ] || want=(submit batch memory e2e)
+
+  if ! command -v python3 >/dev/null; then
+    log "python3 is needed (apt-get install python3)"
+    return 1
+  fi
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/spool-bench.XXXXXX") || return 1
+  setup_pinning
+
+  local version="(not built)"
+  [ -x "$SERVER" ] && version=$(timeout 5 "$SERVER" --version 2>/dev/null | head -n 1)
+  log "spool-server: $SERVER $version; $(nproc) CPUs; pinning: ${SERVER_CPU[*]:-off}"
+
+  for name in "${want[@]}"; do
+    case $name in
+    submit) bench_submit 1 ;;
+    nginx) bench_submit 0 ;;
+    batch) bench_batch ;;
+    memory) bench_memory ;;
+    e2e) bench_e2e ;;
+    esac
+  done
+
+  echo
+  echo "================ Spool benchmark report ================"
+  echo "spool-server: $version   machine: $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+  if [ ${#SERVER_CPU[@]} -gt 0 ]; then
+    echo "servers pinned to CPU 0, load generators to CPU 1"
+  fi
+  echo
+  local line
+  for line in "${REPORT[@]}"; do printf '%s\n' "$line"; done
+  if [ ${#FAILED[@]} -gt 0 ]; then
+    echo
+    echo "NOT MEASURED:"
+    for line in "${FAILED[@]}"; do printf '  %s\n' "$line"; done
+    echo "========================================================"
+    return 1
+  fi
+  echo "========================================================"
+  return 0
+}
+
+main "$@"

@@ -1,0 +1,285 @@
+/*
+ * main.c - spool-server: flags, start-up, signals and graceful shutdown.
+ *
+ * Start: parse flags (with SPOOL_* fallbacks), open the backend, start the HTTP server and, with
+ * --workers N, the embedded worker pool; print "listening on ADDR" as the first line of stdout.
+ * Shutdown on SIGTERM/SIGINT: stop accepting, answer new requests 503, let running jobs finish
+ * within --shutdown-grace, hand the rest back to their queue, close everything, exit 0.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api.h"
+#include "backend_memory.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "pool.h"
+
+typedef struct {
+    uv_loop_t *loop;
+    sp_backend_t *backend;
+    sp_api_t *api;
+    sp_http_server_t *http;
+    sp_pool_t *pool;
+    uv_signal_t sigterm, sigint;
+    int64_t grace_ms;
+    int signals;
+} server_t;
+
+static void closed_handle(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void http_closed(void *ud)
+{
+    server_t *s = ud;
+    s->http = NULL;
+    uv_close((uv_handle_t *)&s->sigterm, closed_handle);
+    uv_close((uv_handle_t *)&s->sigint, closed_handle);
+}
+
+static void backend_closed(void *ud)
+{
+    server_t *s = ud;
+    s->backend = NULL;
+    sp_http_server_close(s->http, http_closed, s);
+}
+
+static void pool_stopped(void *ud)
+{
+    server_t *s = ud;
+    s->pool = NULL;
+    sp_info("workers stopped; closing");
+    s->backend->ops->close(s->backend, backend_closed, s);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    server_t *s = h->data;
+    if (++s->signals > 1) {
+        sp_warn("second signal (%s): exiting at once", strsignal(signum));
+        _exit(1);
+    }
+    sp_info("%s: shutting down (grace %lld ms)", strsignal(signum), (long long)s->grace_ms);
+    sp_http_server_stop_accepting(s->http);
+    sp_api_set_draining(s->api, true);
+    if (s->pool) sp_pool_stop(s->pool, s->grace_ms, pool_stopped, s);
+    else pool_stopped(s);
+}
+
+/* Raises the open-file limit to its hard maximum: each connection is a descriptor. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) sp_warn("cannot raise the open-file limit");
+    }
+}
+
+/* Reads the token: the file's whole content, one trailing newline ignored. */
+static int read_token(const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "spool-server: --token-file: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char buf[4097];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    if (n == sizeof buf) {
+        fprintf(stderr, "spool-server: --token-file: %s is over 4096 bytes\n", path);
+        return -1;
+    }
+    if (n && buf[n - 1] == '\n') n--;
+    if (n && buf[n - 1] == '\r') n--;
+    if (n == 0) {
+        fprintf(stderr, "spool-server: --token-file: %s is empty\n", path);
+        return -1;
+    }
+    *out = malloc(n + 1);
+    if (!*out) return -1;
+    memcpy(*out, buf, n);
+    (*out)[n] = '\0';
+    *len = n;
+    return 0;
+}
+
+/* Splits "HOST:PORT" or "[V6]:PORT". */
+static int split_listen(const char *listen, char *host, size_t cap, int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon) return -1;
+    const char *h = listen;
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= cap) return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || p < 0 || p > 65535) return -1;
+    *port = (int)p;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:7700";
+    const char *backend = "memory";
+    const char *data_dir = NULL;
+    const char *handlers = NULL;
+    const char *token_file = NULL;
+    const char *log_level = "info";
+    int64_t workers = 0;
+    int64_t retention = 24LL * 3600 * 1000;
+    int64_t max_depth = 0;
+    int64_t max_body = 1 << 20;
+    int64_t grace = 10000;
+    sp_flag_t flags[] = {
+        {"listen", SP_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
+         "address to listen on; port 0 picks a free port"},
+        {"backend", SP_FLAG_STRING, &backend, 0, 0, "memory",
+         "job store: memory (redis://HOST:PORT[/DB] is not available in this build)"},
+        {"data-dir", SP_FLAG_STRING, &data_dir, 0, 0, "DIR",
+         "directory for the memory backend's journal (not available in this build)"},
+        {"workers", SP_FLAG_INT, &workers, 0, 100000, "N",
+         "worker coroutines run inside the server, draining every queue"},
+        {"handlers", SP_FLAG_STRING, &handlers, 0, 0, "FILE",
+         "handlers file mapping job types to programs (not available in this build)"},
+        {"token-file", SP_FLAG_STRING, &token_file, 0, 0, "FILE",
+         "require Authorization: Bearer <the file's content> on every request"},
+        {"retention", SP_FLAG_DURATION, &retention, 1, INT64_MAX / 4, "DURATION",
+         "how long finished jobs are kept"},
+        {"max-depth", SP_FLAG_INT, &max_depth, 0, INT64_MAX, "N",
+         "per-queue limit of unfinished jobs (0: none); past it submissions get 429"},
+        {"max-body", SP_FLAG_SIZE, &max_body, 1024, 1LL << 30, "SIZE",
+         "largest request body accepted"},
+        {"shutdown-grace", SP_FLAG_DURATION, &grace, 0, 3600000, "DURATION",
+         "on SIGTERM, how long running jobs may take to finish"},
+        {"log-level", SP_FLAG_STRING, &log_level, 0, 0, "LEVEL", "debug, info, warn or error"},
+    };
+    bool want_help = false, want_version = false;
+    char err[512];
+    if (sp_config_parse(flags, SP_ARRAY_LEN(flags), argc, argv, &want_help, &want_version, err,
+                        sizeof err)) {
+        fprintf(stderr, "spool-server: %s\n", err);
+        return 2;
+    }
+    if (want_help) {
+        sp_config_print_help("Usage: spool-server [flags]\n\nThe Spool job queue server: HTTP API "
+                             "v1, an in-memory job store and optional embedded workers.\n",
+                             flags, SP_ARRAY_LEN(flags));
+        return 0;
+    }
+    if (want_version) {
+        printf("spool-server %s\n", SP_VERSION);
+        return 0;
+    }
+    sp_log_level_t level;
+    if (sp_log_parse_level(log_level, &level)) {
+        fprintf(stderr, "spool-server: --log-level: must be debug, info, warn or error\n");
+        return 2;
+    }
+    sp_log_set_level(level);
+    char host[256];
+    int port;
+    if (split_listen(listen, host, sizeof host, &port)) {
+        fprintf(stderr, "spool-server: --listen: expected HOST:PORT, got '%s'\n", listen);
+        return 2;
+    }
+    if (strcmp(backend, "memory") != 0) {
+        fprintf(stderr, "spool-server: --backend: '%s' is not available in this build; use "
+                        "memory\n", backend);
+        return 2;
+    }
+    if (data_dir) {
+        fprintf(stderr, "spool-server: --data-dir: durable storage is not available in this "
+                        "build; without it jobs are kept in memory only\n");
+        return 2;
+    }
+    if (handlers) {
+        fprintf(stderr, "spool-server: --handlers: handler files are not available in this "
+                        "build; the builtin handlers noop, echo, sleep and fail need none\n");
+        return 2;
+    }
+    char *token = NULL;
+    size_t token_len = 0;
+    if (token_file && read_token(token_file, &token, &token_len)) return 2;
+
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+
+    server_t s = {0};
+    s.loop = uv_default_loop();
+    s.grace_ms = grace;
+    sp_engine_opts_t eo;
+    sp_engine_opts_default(&eo);
+    eo.retention_ms = retention;
+    eo.max_depth = (uint64_t)max_depth;
+    s.backend = sp_backend_memory_new(s.loop, &eo);
+    sp_api_opts_t ao = {.backend = s.backend, .token = token, .token_len = token_len};
+    s.api = s.backend ? sp_api_new(&ao) : NULL;
+    free(token);
+    if (!s.api) {
+        fprintf(stderr, "spool-server: out of memory\n");
+        return 1;
+    }
+    sp_http_opts_t ho;
+    sp_http_opts_default(&ho);
+    ho.max_body = (size_t)max_body;
+    ho.handler = sp_api_handle;
+    ho.ud = s.api;
+    char bound[128];
+    int rc = sp_http_server_start(s.loop, host, port, &ho, &s.http, bound, sizeof bound);
+    if (rc) {
+        fprintf(stderr, "spool-server: cannot listen on %s: %s\n", listen, uv_strerror(rc));
+        return 1;
+    }
+    printf("listening on %s\n", bound);
+    fflush(stdout);
+    sp_warn("memory backend without --data-dir: jobs live in memory only and are lost when the "
+            "server stops");
+
+    if (workers > 0) {
+        char name[300];
+        char hostname[256] = "localhost";
+        gethostname(hostname, sizeof hostname - 1);
+        snprintf(name, sizeof name, "%s:%d", hostname, (int)getpid());
+        sp_pool_opts_t po = {.concurrency = (size_t)workers, .name = name,
+                             .lease_wait_ms = 30000};
+        s.pool = sp_pool_new(s.loop, s.backend, &po);
+        if (!s.pool || sp_pool_start(s.pool)) {
+            fprintf(stderr, "spool-server: cannot start %lld workers\n", (long long)workers);
+            return 1;
+        }
+    }
+    sp_info("spool-server %s on %s: backend memory, %lld workers", SP_VERSION, bound,
+            (long long)workers);
+
+    uv_signal_init(s.loop, &s.sigterm);
+    uv_signal_init(s.loop, &s.sigint);
+    s.sigterm.data = s.sigint.data = &s;
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    sp_api_free(s.api);
+    rc = uv_loop_close(s.loop);
+    if (rc) sp_warn("event loop closed with handles open: %s", uv_strerror(rc));
+    sp_info("stopped");
+    return 0;
+}
