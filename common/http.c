@@ -89,6 +89,8 @@ struct conn {
     sp_buf_t out;        /* answers not yet handed to the socket */
     size_t write_queued; /* handed to uv_write, not yet written */
     const char *chunk_base;
+    uint64_t deadline;    /* loop time at which the current phase times out; 0: never */
+    uint64_t armed_due;   /* loop time at which the armed timer fires */
     uint64_t fed;         /* bytes given to the parser so far */
     uint64_t head_origin; /* `fed` position of the current request's first byte */
     size_t url_len, body_off, body_len, trailer_bytes;
@@ -212,25 +214,34 @@ static void conn_set_state(conn_t *c, conn_state_t s)
     c->timer_dirty = true;
 }
 
+static void conn_timer_start(conn_t *c, uint64_t ms)
+{
+    c->armed_due = uv_now(c->srv->loop) + ms;
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
 /* Closing is deferred to the timer so that a write error found inside a caller's
  * sp_http_respond or sp_http_stream_write never runs its abort callback under its feet. */
 static void conn_doom(conn_t *c)
 {
     c->doomed = true;
     sp_buf_reset(&c->out);
-    if (!c->virt && c->state != CONN_CLOSED) uv_timer_start(&c->timer, on_timer, 0, 0);
+    if (!c->virt && c->state != CONN_CLOSED) conn_timer_start(c, 0);
 }
 
 static void conn_kick(conn_t *c)
 {
     c->kick = true;
-    if (!c->virt && !c->doomed) uv_timer_start(&c->timer, on_timer, 0, 0);
+    if (!c->virt && !c->doomed) conn_timer_start(c, 0);
 }
 
+/* Phases change on every request, so the timer is not moved each time: a timer that fires
+ * before the current deadline is simply armed again for the rest. It is moved only when the
+ * new deadline is earlier than the armed one. */
 static void conn_arm_timer(conn_t *c)
 {
-    c->timer_dirty = false;
     if (c->virt || c->doomed || c->kick) return;
+    c->timer_dirty = false;
     const sp_http_opts_t *o = &c->srv->opts;
     uint64_t ms = 0;
     switch (c->state) {
@@ -239,10 +250,13 @@ static void conn_arm_timer(conn_t *c)
     case CONN_BODY: ms = o->body_timeout_ms; break;
     default: break;
     }
-    if (ms)
-        uv_timer_start(&c->timer, on_timer, ms, 0);
-    else
-        uv_timer_stop(&c->timer);
+    if (!ms) {
+        c->deadline = 0;
+        return;
+    }
+    c->deadline = uv_now(c->srv->loop) + ms;
+    if (uv_is_active((uv_handle_t *)&c->timer) && c->armed_due <= c->deadline) return;
+    conn_timer_start(c, ms);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -445,7 +459,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
         conn_close(c);
         return;
     }
-    if (!c->doomed) uv_timer_start(&c->timer, on_timer, LINGER_MS, 0);
+    if (!c->doomed) conn_timer_start(c, LINGER_MS);
 }
 
 /* The last answer is queued: send FIN once it is written (libuv orders the shutdown after the
@@ -468,7 +482,7 @@ static void conn_shutdown(conn_t *c)
     }
     /* Bounds the time a client that does not read can keep the answer (and us) waiting. */
     uint64_t ms = c->srv->opts.idle_timeout_ms ? c->srv->opts.idle_timeout_ms : 60000;
-    if (!c->doomed) uv_timer_start(&c->timer, on_timer, ms, 0);
+    if (!c->doomed) conn_timer_start(c, ms);
 }
 
 /* What follows any batch of work on a connection: write, then timers and read flow. */
@@ -1162,6 +1176,18 @@ static void on_timer(uv_timer_t *t)
         conn_drive(c, NULL, 0);
         return;
     }
+    if (c->state == CONN_CLOSING) {
+        conn_close(c);
+        return;
+    }
+    if (!c->virt) { /* the fuzz driver calls this to mean "time is up" */
+        if (!c->deadline) return; /* this phase has no timeout */
+        uint64_t now = uv_now(c->srv->loop);
+        if (now < c->deadline) {
+            conn_timer_start(c, c->deadline - now);
+            return;
+        }
+    }
     switch (c->state) {
     case CONN_HEAD:
     case CONN_BODY:
@@ -1170,8 +1196,7 @@ static void on_timer(uv_timer_t *t)
                                                 : "the request body took too long");
         conn_after(c);
         break;
-    case CONN_IDLE:
-    case CONN_CLOSING: conn_close(c); break;
+    case CONN_IDLE: conn_close(c); break;
     default: break;
     }
 }

@@ -127,6 +127,7 @@ static size_t utf8_seq(uptr p, uptr end)
 
 size_t sp_json_utf8_span(const char *s, size_t len)
 {
+    if (!len) return 0;
     uptr p = (uptr)s, end = p + len;
     while (p < end) {
         if (*p < 0x80) {
@@ -428,6 +429,7 @@ static const char *skip_string(const char *p, const char *end)
         while (p < end && *p != '"' && *p != '\\') p++;
         if (p >= end) return end;
         if (*p == '"') return p + 1;
+        if (end - p < 2) return end;
         p += 2;
     }
 }

@@ -1242,7 +1242,9 @@ static void route(ctx_t *c)
         }
     }
     if (allowed) method_not_allowed(req, allowed);
-    else respond_err(req, 404, "not_found", "no such path: %s", req->method_name);
+    else
+        respond_err(req, 404, "not_found", "no such path: %.*s; see docs/API.md",
+                    (int)SP_MIN(req->path_len, 200), req->path);
 }
 
 void sp_api_handle(void *ud, sp_http_req_t *req)

@@ -249,6 +249,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "spool-server: cannot listen on %s: %s\n", listen, uv_strerror(rc));
         return 1;
     }
+    /* Signals are caught before anyone can learn the address: a SIGTERM right after the
+     * listening line must still shut down gracefully. */
+    uv_signal_init(s.loop, &s.sigterm);
+    uv_signal_init(s.loop, &s.sigint);
+    s.sigterm.data = s.sigint.data = &s;
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+
     printf("listening on %s\n", bound);
     fflush(stdout);
     sp_warn("memory backend without --data-dir: jobs live in memory only and are lost when the "
@@ -269,12 +277,6 @@ int main(int argc, char **argv)
     }
     sp_info("spool-server %s on %s: backend memory, %lld workers", SP_VERSION, bound,
             (long long)workers);
-
-    uv_signal_init(s.loop, &s.sigterm);
-    uv_signal_init(s.loop, &s.sigint);
-    s.sigterm.data = s.sigint.data = &s;
-    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&s.sigint, on_signal, SIGINT);
 
     uv_run(s.loop, UV_RUN_DEFAULT);
     sp_api_free(s.api);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "support/spt.h"
@@ -1172,6 +1173,169 @@ static void test_auth(void **state)
     unlink(path);
 }
 
+/* Sends raw bytes on a new connection and reads one answer; asserts it came. */
+static spt_resp_t raw_exchange(int port, const char *raw, size_t len)
+{
+    spt_resp_t r;
+    assert_int_equal(spt_exchange(port, raw, len, false, &r), 0);
+    return r;
+}
+
+/* Sends a request the server cannot frame: it must answer status, say Connection: close, and
+ * close. */
+static void expect_broken(int port, const char *raw, int status)
+{
+    int fd = spt_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(spt_send(fd, raw, strlen(raw)), 0);
+    spt_resp_t r;
+    assert_int_equal(spt_read_response(fd, &r, false), 0);
+    if (r.status != status) fail_msg("expected %d, got %d for:\n%s", status, r.status, raw);
+    const char *conn = spt_header(&r, "Connection");
+    if (!conn || strcasecmp(conn, "close") != 0)
+        fail_msg("a %d for a request that cannot be framed lacks Connection: close", status);
+    spt_resp_free(&r);
+    assert_true(spt_closed(fd, 5000));
+    spt_close(fd);
+}
+
+static void test_http_layer(void **state)
+{
+    (void)state;
+    spt_proc_t s;
+    SPT_START(s, NULL);
+    int port = s.port;
+
+    /* A chunked request body. */
+    const char *chunked = "POST /v1/queues/hl/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                          "Connection: close\r\n\r\n"
+                          "5\r\n{\"typ\r\n7\r\ne\":\"t\"}\r\n0\r\n\r\n";
+    spt_resp_t r = raw_exchange(port, chunked, strlen(chunked));
+    assert_int_equal(r.status, 201);
+    spt_resp_free(&r);
+    assert_int_equal(spt_queue_num(port, "hl", "totals", "enqueued"), 1);
+
+    /* HTTP/1.0 is spoken; other versions are not. */
+    const char *v10 = "GET /healthz HTTP/1.0\r\n\r\n";
+    r = raw_exchange(port, v10, strlen(v10));
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok");
+    spt_resp_free(&r);
+    const char *v20 = "GET /healthz HTTP/2.0\r\nHost: 127.0.0.1\r\n\r\n";
+    r = raw_exchange(port, v20, strlen(v20));
+    assert_int_equal(r.status, 505);
+    spt_resp_free(&r);
+
+    /* Pipelined requests are answered in order on one connection. */
+    int fd = spt_connect(port);
+    assert_true(fd >= 0);
+    const char *three = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                        "GET /v1/queues/hl HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                        "GET /v1/nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    assert_int_equal(spt_send(fd, three, strlen(three)), 0);
+    assert_int_equal(spt_read_response(fd, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "ok");
+    spt_resp_free(&r);
+    assert_int_equal(spt_read_response(fd, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    SPT_ASSERT_STR(spt_jstr(r.json, "name"), "hl");
+    spt_resp_free(&r);
+    assert_int_equal(spt_read_response(fd, &r, false), 0);
+    assert_int_equal(r.status, 404);
+    spt_resp_free(&r);
+    /* An error answer does not close a connection that can still be framed. */
+    const char *one = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    assert_int_equal(spt_send(fd, one, strlen(one)), 0);
+    assert_int_equal(spt_read_response(fd, &r, false), 0);
+    assert_int_equal(r.status, 200);
+    spt_resp_free(&r);
+    spt_close(fd);
+
+    /* A Transfer-Encoding other than chunked is 501. */
+    const char *gzip = "POST /v1/queues/hl/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       "Content-Type: application/json\r\nTransfer-Encoding: gzip\r\n\r\n";
+    fd = spt_connect(port);
+    assert_true(fd >= 0);
+    assert_int_equal(spt_send(fd, gzip, strlen(gzip)), 0);
+    assert_int_equal(spt_read_response(fd, &r, false), 0);
+    assert_int_equal(r.status, 501);
+    spt_resp_free(&r);
+    spt_close(fd);
+
+    /* Requests that cannot be framed: a 4xx, Connection: close, and the connection closed. */
+    expect_broken(port,
+                  "POST /v1/queues/hl/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 12\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"typ\r\n7\r\ne\":\"t\"}\r\n0\r\n\r\n",
+                  400);
+    expect_broken(port,
+                  "POST /v1/queues/hl/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "zz\r\n{\"type\":\"t\"}\r\n0\r\n\r\n",
+                  400);
+    expect_broken(port,
+                  "POST /v1/queues/hl/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  "Content-Length: 5\r\nContent-Length: 6\r\n\r\n{\"a\":",
+                  400);
+
+    /* A target over the limit is 414; too many headers, 431. */
+    size_t cap = 16384;
+    char *big = malloc(cap);
+    assert_non_null(big);
+    int n = snprintf(big, cap, "GET /v1/jobs/1?x=");
+    memset(big + n, 'a', 9000);
+    n += 9000;
+    n += snprintf(big + n, cap - (size_t)n, " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    r = raw_exchange(port, big, (size_t)n);
+    assert_int_equal(r.status, 414);
+    spt_resp_free(&r);
+    n = snprintf(big, cap, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (int i = 0; i < 200; i++) n += snprintf(big + n, cap - (size_t)n, "X-H%d: v\r\n", i);
+    n += snprintf(big + n, cap - (size_t)n, "\r\n");
+    r = raw_exchange(port, big, (size_t)n);
+    assert_int_equal(r.status, 431);
+    spt_resp_free(&r);
+    free(big);
+
+    /* The server is still fine. */
+    SPT_EXPECT(port, "GET", "/healthz", NULL, NULL, 200, NULL);
+    assert_int_equal(spt_queue_num(port, "hl", "totals", "enqueued"), 1);
+    SPT_STOP(s);
+}
+
+static void test_retention(void **state)
+{
+    (void)state;
+    spt_proc_t s;
+    SPT_START(s, "--retention", "300ms");
+    int port = s.port;
+    char done[ID_MAX], waiting[ID_MAX], again[ID_MAX], target[128];
+    submit_ok(port, "ret", ",\"idempotency_key\":\"rk\"", done);
+    submit_ok(port, "ret", "", waiting);
+    snprintf(target, sizeof(target), "/v1/jobs/%s", done);
+    SPT_EXPECT(port, "DELETE", target, NULL, NULL, 200, NULL);
+
+    /* A finished job is forgotten once the retention has passed, its key with it. */
+    long long deadline = spt_now_ms() + 10000;
+    for (;;) {
+        spt_resp_t r = spt_do(port, "GET", target, NULL, NULL);
+        int status = r.status;
+        spt_resp_free(&r);
+        if (status == 404) break;
+        assert_int_equal(status, 200);
+        if (spt_now_ms() >= deadline) fail_msg("job %s still kept after 10 s", done);
+        spt_sleep_ms(20);
+    }
+    assert_int_equal(spt_queue_num(port, "ret", "counts", "canceled"), 0);
+    submit_raw(port, "ret", "{\"type\":\"t\",\"idempotency_key\":\"rk\"}", NULL, 201, again);
+    assert_string_not_equal(again, done);
+    /* Unfinished jobs are never forgotten. */
+    expect_state(port, waiting, "queued");
+    SPT_STOP(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1197,6 +1361,8 @@ int main(void)
         cmocka_unit_test(test_max_body),
         cmocka_unit_test(test_max_depth),
         cmocka_unit_test(test_auth),
+        cmocka_unit_test(test_http_layer),
+        cmocka_unit_test(test_retention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

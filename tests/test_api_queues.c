@@ -160,6 +160,8 @@ static void test_queue_reads_and_names(void **state)
     static const long long zero[6] = {0};
     expect_counts(port, "early", zero);
     SPT_EXPECT(port, "POST", "/v1/queues/early/pause", "{}", NULL, 200, NULL);
+    SPT_EXPECT(port, "POST", "/v1/queues/early/pause", "", NULL, 200, NULL);
+    SPT_EXPECT(port, "POST", "/v1/queues/early/pause", "[]", NULL, 400, NULL);
     SPT_EXPECT(port, "POST", "/v1/queues/early/pause", "{\"why\":1}", NULL, 400, "why");
     r = spt_do(port, "POST", "/v1/queues/early/resume", NULL, NULL);
     assert_int_equal(r.status, 200);
@@ -608,6 +610,86 @@ static void test_embedded_failures(void **state)
     SPT_STOP(s);
 }
 
+static void test_shutdown_with_running_job(void **state)
+{
+    (void)state;
+    spt_proc_t s;
+    SPT_START(s, "--workers", "1", "--shutdown-grace", "300ms");
+    int port = s.port;
+    char id[ID_MAX];
+    assert_int_equal(spt_submit(port, "sd", "sleep", ",\"payload\":{\"ms\":60000}", id, sizeof(id)),
+                     201);
+    assert_int_equal(spt_wait_state(port, id, "running", 10000), 0);
+    /* The job outlasts the grace period: it is handed back and the server still exits 0
+     * (spt_stop gives up long before the job would end). */
+    SPT_STOP(s);
+}
+
+/* Starts spool-server expecting it to exit at once; returns its code, its stdout and stderr. */
+static int run_to_exit(const char *const *args, const char *const *env, char **out, char **err)
+{
+    spt_proc_t p;
+    assert_int_equal(spt_start(&p, "spool-server", args, env, false), 0);
+    return spt_finish(&p, 15000, out, err);
+}
+
+static void test_server_flags(void **state)
+{
+    (void)state;
+    char *out, *err;
+    const char *const help[] = {"--help", NULL};
+    assert_int_equal(run_to_exit(help, NULL, &out, &err), 0);
+    static const char *const flags[] = {"--listen",        "--workers",   "--token-file",
+                                        "--retention",     "--max-depth", "--max-body",
+                                        "--shutdown-grace"};
+    for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++)
+        if (!strstr(out, flags[i]) && !strstr(err, flags[i]))
+            fail_msg("--help does not list %s:\n%s%s", flags[i], out, err);
+    free(out);
+    free(err);
+    const char *const version[] = {"--version", NULL};
+    assert_int_equal(run_to_exit(version, NULL, &out, &err), 0);
+    assert_true(strpbrk(out, "0123456789") != NULL);
+    free(out);
+    free(err);
+
+    /* A bad value stops the start with status 2 and names the flag or its variable. */
+    struct {
+        const char *args[3];
+        const char *env;
+        const char *names;
+    } bad[] = {
+        {{"--max-depth", "abc", NULL}, NULL, "--max-depth"},
+        {{"--max-body", "5x", NULL}, NULL, "--max-body"},
+        {{"--retention", "10q", NULL}, NULL, "--retention"},
+        {{"--workers", "-1", NULL}, NULL, "--workers"},
+        {{NULL}, "SPOOL_MAX_DEPTH=abc", "SPOOL_MAX_DEPTH"},
+        {{NULL}, "SPOOL_SHUTDOWN_GRACE=soon", "SPOOL_SHUTDOWN_GRACE"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *const env[] = {bad[i].env, NULL};
+        int code = run_to_exit(bad[i].args, bad[i].env ? env : NULL, &out, &err);
+        if (code != 2 || !strstr(err, bad[i].names))
+            fail_msg("bad %s: exit %d, stderr:\n%s", bad[i].names, code, err);
+        free(out);
+        free(err);
+    }
+
+    /* A variable sets what its flag would; the flag wins over it. */
+    spt_proc_t s;
+    const char *const depth_env[] = {"SPOOL_MAX_DEPTH=1", NULL};
+    assert_int_equal(spt_start(&s, "spool-server", NULL, depth_env, true), 0);
+    submit(s.port, "fl", "", NULL);
+    SPT_EXPECT(s.port, "POST", "/v1/queues/fl/jobs", "{\"type\":\"t\"}", NULL, 429, NULL);
+    SPT_STOP(s);
+    const char *const depth_args[] = {"--max-depth", "2", NULL};
+    assert_int_equal(spt_start(&s, "spool-server", depth_args, depth_env, true), 0);
+    submit(s.port, "fl", "", NULL);
+    submit(s.port, "fl", "", NULL);
+    SPT_EXPECT(s.port, "POST", "/v1/queues/fl/jobs", "{\"type\":\"t\"}", NULL, 429, NULL);
+    SPT_STOP(s);
+}
+
 static void test_health(void **state)
 {
     (void)state;
@@ -707,6 +789,8 @@ int main(void)
         cmocka_unit_test(test_purge),
         cmocka_unit_test(test_embedded_workers),
         cmocka_unit_test(test_embedded_failures),
+        cmocka_unit_test(test_shutdown_with_running_job),
+        cmocka_unit_test(test_server_flags),
         cmocka_unit_test(test_health),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_events),

@@ -288,6 +288,7 @@ static void test_lease_validation(void **state)
         assert_int_equal(cJSON_GetArraySize(jobs_of(&r)), 0);
         spt_resp_free(&r);
     }
+    SPT_EXPECT(port, "POST", "/v1/lease", "{}", "Content-Type: text/plain\r\n", 415, NULL);
     /* The longest worker string is fine. */
     worker257[256] = '\0';
     snprintf(body, sizeof(body), "{\"worker\":\"%s\"}", worker257);
@@ -686,6 +687,51 @@ static void lease_within(int port, const char *queue, int timeout_ms, leased_t *
     }
 }
 
+/* Fails the job's current attempt and asserts its run_at is the backoff delay after the fail,
+ * plus at most 10 % jitter. */
+static void fail_and_check_delay(int port, const char *id, const char *lease, long long delay)
+{
+    char body[256];
+    snprintf(body, sizeof(body), "{\"lease\":\"%s\",\"error\":\"again\"}", lease);
+    long long before = spt_wall_ms();
+    spt_resp_t r = job_post(port, id, "fail", body);
+    long long after = spt_wall_ms();
+    assert_int_equal(r.status, 200);
+    SPT_ASSERT_STR(spt_jstr(r.json, "state"), "scheduled");
+    spt_resp_free(&r);
+    r = get_job(port, id);
+    SPT_ASSERT_BETWEEN(spt_jint(r.json, "run_at"), before + delay, after + delay + delay / 10 + 1);
+    spt_resp_free(&r);
+}
+
+static void test_backoff(void **state)
+{
+    (void)state;
+    spt_proc_t s;
+    SPT_START(s, NULL);
+    int port = s.port;
+    char id[ID_MAX];
+    leased_t l;
+
+    /* base * 2^(attempt-1): 200 ms, then 400 ms. */
+    submit(port, "bo", ",\"backoff_ms\":200,\"max_attempts\":4", id);
+    lease_one(port, "bo", &l);
+    fail_and_check_delay(port, id, l.lease, 200);
+    lease_within(port, "bo", 5000, &l);
+    assert_string_equal(l.id, id);
+    fail_and_check_delay(port, id, l.lease, 400);
+    lease_within(port, "bo", 5000, &l);
+    spt_resp_t r = get_job(port, id);
+    assert_int_equal(spt_jint(r.json, "attempts"), 3);
+    spt_resp_free(&r);
+
+    /* Capped at one hour. */
+    submit(port, "bo2", ",\"backoff_ms\":86400000", id);
+    lease_one(port, "bo2", &l);
+    fail_and_check_delay(port, id, l.lease, 3600000);
+    SPT_STOP(s);
+}
+
 static bool mentions_lease(const char *text)
 {
     return text && strcasestr(text, "lease");
@@ -974,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_fail_and_retry),
         cmocka_unit_test(test_heartbeat_and_cancel),
         cmocka_unit_test(test_lease_expiry),
+        cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_release),
         cmocka_unit_test(test_batch_ack),
         cmocka_unit_test(test_paused_queue),

@@ -27,7 +27,7 @@
 #define WIRE_CONNS 10000
 #endif
 #ifndef WIRE_NOFILE_NEED
-#define WIRE_NOFILE_NEED (2 * WIRE_CONNS + 1000)
+#define WIRE_NOFILE_NEED (WIRE_CONNS + 1000) /* per process: the server raises its own */
 #endif
 
 /* ---- server and socket bookkeeping ------------------------------------------------------- */
@@ -743,8 +743,6 @@ static void test_every_answer_has_length_and_date(void **state)
         {"PUT", "/v1/queues/hdr/jobs", "{}", 405},
         {"POST", "/v1/queues/hdr/jobs", "{not json", 400},
         {"POST", "/v1/queues/bad%20name/jobs", "{\"type\":\"noop\"}", 400},
-        {"GET", "/metrics", NULL, 200},
-        {"GET", "/", NULL, 200},
     };
     int wrong = 0;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

@@ -401,13 +401,14 @@ static void test_string_scan_alignment(void **state)
                 sp_json_val_t arr, v;
                 int rc = parse_n(doc, n, &arr, err, sizeof err);
                 if (kinds[k].word) {
-                    snprintf(want, sizeof want, "%s", kinds[k].word);
-                    if (rc != SP_EINVAL || !strstr(err, want)) {
+                    if (strstr(kinds[k].word, "UTF-8"))
+                        snprintf(want, sizeof want, "invalid UTF-8 at byte %zu", pos + 2);
+                    else
+                        snprintf(want, sizeof want, "invalid JSON at byte %zu: control", pos + 2);
+                    if (rc != SP_EINVAL || strncmp(err, want, strlen(want)) != 0) {
                         print_error("len %zu pos %zu kind %zu: rc %d '%s'\n", len, pos, k, rc, err);
                         fail();
                     }
-                    snprintf(want, sizeof want, "byte %zu", pos + 2);
-                    assert_non_null(strstr(err, want));
                     continue;
                 }
                 if (rc != 0) {

@@ -314,8 +314,6 @@ static void test_bad_flag_values_exit_2(void **state)
         const char *const args[] = {cases[i].flag, cases[i].value, "--listen", "127.0.0.1:0", NULL};
         run_t r;
         run_to_exit(args, NULL, &r);
-        print_message("%s '%s': exit %d, %s", cases[i].flag, cases[i].value, exit_code(r.status),
-                      r.err);
         expect_exit(&r, 2);
         expect_stderr_names(&r, cases[i].flag + 2);
         run_free(&r);
@@ -342,7 +340,6 @@ static void test_bad_env_value_names_variable(void **state)
         const char *const env[] = {envs[i][0], NULL};
         run_t r;
         run_to_exit(args, env, &r);
-        print_message("%s: exit %d, %s", envs[i][0], exit_code(r.status), r.err);
         expect_exit(&r, 2);
         expect_stderr_names(&r, envs[i][1]);
         run_free(&r);
@@ -463,7 +460,6 @@ static void test_port_in_use_is_an_error(void **state)
     run_t r;
     run_to_exit(args, NULL, &r);
     close(ls);
-    print_message("port in use: exit %d, %s", exit_code(r.status), r.err);
     assert_true(WIFEXITED(r.status));
     assert_int_not_equal(WEXITSTATUS(r.status), 0);
     assert_true(contains_ci(r.err, "in use") || contains_ci(r.err, "EADDRINUSE"));
@@ -752,7 +748,6 @@ static void test_token_file_missing(void **state)
                                 "127.0.0.1:0", NULL};
     run_t r;
     run_to_exit(args, NULL, &r);
-    print_message("missing token file: exit %d, %s", exit_code(r.status), r.err);
     assert_true(WIFEXITED(r.status));
     assert_int_not_equal(WEXITSTATUS(r.status), 0);
     assert_true(contains_ci(r.err, "token"));

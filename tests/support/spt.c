@@ -109,6 +109,26 @@ static void sb_free(sbuf_t *b)
     memset(b, 0, sizeof(*b));
 }
 
+/* Reads more bytes into b before deadline: >0 bytes read, 0 at EOF, -1 on error or timeout. */
+static ssize_t read_more(int fd, sbuf_t *b, long long deadline)
+{
+    for (;;) {
+        long long left = deadline - spt_now_ms();
+        if (left <= 0) return -1;
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int r = poll(&pfd, 1, (int)left);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return -1;
+        if (!sb_reserve(b, 65536)) return -1;
+        ssize_t n = recv(fd, b->data + b->len, 65536, 0);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+        if (n < 0) return errno == ECONNRESET ? 0 : -1;
+        b->len += (size_t)n;
+        b->data[b->len] = '\0';
+        return n;
+    }
+}
+
 /* ---- processes ------------------------------------------------------------------------------ */
 
 const char *spt_bin(const char *name)
@@ -438,6 +458,43 @@ int spt_stop(spt_proc_t *p)
     return code;
 }
 
+int spt_finish(spt_proc_t *p, int timeout_ms, char **out, char **err)
+{
+    if (out) *out = NULL;
+    if (err) *err = NULL;
+    if (p->pid <= 0 || !child_find(p->pid)) return -1;
+    long long deadline = spt_now_ms() + timeout_ms;
+    sbuf_t o = {0};
+    if (p->stdout_fd >= 0) {
+        /* Its stdout ends when it exits (or closes it). */
+        while (read_more(p->stdout_fd, &o, deadline) > 0) {
+        }
+    }
+    int st = 0;
+    long long left = deadline - spt_now_ms();
+    if (spt_wait(p, left > 0 ? (int)left : 0, &st) != 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &st, 0);
+    }
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    if (!o.data) sb_adds(&o, "");
+    if (out && !o.failed) {
+        *out = o.data;
+        o.data = NULL;
+    }
+    sb_free(&o);
+    if (err) *err = spt_log(p);
+    child_forget(p->pid);
+    if (p->stdout_fd >= 0) close(p->stdout_fd);
+    p->stdout_fd = -1;
+    char dir[sizeof(p->log_path)];
+    log_dir(p, dir, sizeof(dir));
+    unlink(p->log_path);
+    rmdir(dir);
+    p->pid = 0;
+    return code;
+}
+
 char *spt_log(const spt_proc_t *p)
 {
     FILE *f = fopen(p->log_path, "rb");
@@ -543,26 +600,6 @@ void spt_close(int fd)
     if (fd < 0) return;
     left_drop(fd);
     close(fd);
-}
-
-/* Reads more bytes into b before deadline: >0 bytes read, 0 at EOF, -1 on error or timeout. */
-static ssize_t read_more(int fd, sbuf_t *b, long long deadline)
-{
-    for (;;) {
-        long long left = deadline - spt_now_ms();
-        if (left <= 0) return -1;
-        struct pollfd pfd = {.fd = fd, .events = POLLIN};
-        int r = poll(&pfd, 1, (int)left);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        if (!sb_reserve(b, 65536)) return -1;
-        ssize_t n = recv(fd, b->data + b->len, 65536, 0);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (n < 0) return errno == ECONNRESET ? 0 : -1;
-        b->len += (size_t)n;
-        b->data[b->len] = '\0';
-        return n;
-    }
 }
 
 bool spt_closed(int fd, int timeout_ms)

@@ -128,6 +128,11 @@ int spt_lease_one(int port, const char *queue, char *id, size_t id_cap, char *le
 /* Wall-clock milliseconds since the Unix epoch, to compare with the *_at fields. */
 long long spt_wall_ms(void);
 
+/* For a process expected to exit on its own (--help, a bad flag): waits at most timeout_ms
+ * (then kills it), returns its exit code (128+signal when killed), and hands over the rest of
+ * its stdout and its stderr log as malloc'd strings when out / err are not NULL (caller frees).
+ * Cleans up like spt_stop, without printing anything. */
+int spt_finish(spt_proc_t *p, int timeout_ms, char **out, char **err);
 /* Sleeps ms milliseconds: only to let a request reach the server before the next step of a
  * test whose assertion holds either way, never to wait for an outcome. */
 void spt_sleep_ms(int ms);
