@@ -129,7 +129,7 @@ build/asan/test/%: build/asan/obj/tests/%.o $(TESTSUP_OBJ) $(SERVER_LIB_OBJ) $(A
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_CFLAGS) -o $@ $^ -lcmocka $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson) $(LDLIBS)
 
-test-bin: $(addprefix build/asan/bin/,$(BINS)) $(TEST_BINS) all
+test-bin: $(addprefix build/asan/bin/,$(BINS)) $(TEST_BINS) fuzz-bin all
 
 # Unit tests first (fast), then the integration tests that start real processes.
 test: deps
@@ -137,7 +137,7 @@ test: deps
 	@SPOOL_BIN_DIR=$(CURDIR)/build/asan/bin SPOOL_SOURCE_DIR=$(CURDIR) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  tests/run.sh $(TEST_BINS)
+	  tests/run.sh $(TEST_BINS) $(addprefix fuzz:,$(FUZZ_BINS))
 
 # ---- fuzzing ---------------------------------------------------------------------------------
 FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined $(BASEFLAGS)

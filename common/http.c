@@ -120,6 +120,21 @@ static bool span_is(const char *p, size_t n, const char *lit)
     return n == l && strncasecmp(p, lit, l) == 0;
 }
 
+/* RFC 9110 5.6.2: a field name is a token. llhttp's loose mode lets some other bytes through,
+ * and a name it accepts and a proxy reads differently is how requests get smuggled. */
+static bool is_token(const char *p, size_t n)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (n == 0) return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                  (ch >= '0' && ch <= '9') || (ch != '\0' && strchr(extra, ch) != NULL);
+        if (!ok) return false;
+    }
+    return true;
+}
+
 static bool bodyless_status(int status)
 {
     return (status >= 100 && status < 200) || status == 204 || status == 304;
@@ -162,46 +177,80 @@ static const char *server_date(sp_http_server_t *s)
 static sp_http_method_t method_of(uint8_t m)
 {
     switch (m) {
-    case HTTP_GET: return SP_HTTP_GET;
-    case HTTP_HEAD: return SP_HTTP_HEAD;
-    case HTTP_POST: return SP_HTTP_POST;
-    case HTTP_PUT: return SP_HTTP_PUT;
-    case HTTP_DELETE: return SP_HTTP_DELETE;
-    case HTTP_PATCH: return SP_HTTP_PATCH;
-    case HTTP_OPTIONS: return SP_HTTP_OPTIONS;
-    default: return SP_HTTP_OTHER;
+    case HTTP_GET:
+        return SP_HTTP_GET;
+    case HTTP_HEAD:
+        return SP_HTTP_HEAD;
+    case HTTP_POST:
+        return SP_HTTP_POST;
+    case HTTP_PUT:
+        return SP_HTTP_PUT;
+    case HTTP_DELETE:
+        return SP_HTTP_DELETE;
+    case HTTP_PATCH:
+        return SP_HTTP_PATCH;
+    case HTTP_OPTIONS:
+        return SP_HTTP_OPTIONS;
+    default:
+        return SP_HTTP_OTHER;
     }
 }
 
 const char *sp_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
     }
     return "Unknown";
 }
@@ -245,10 +294,17 @@ static void conn_arm_timer(conn_t *c)
     const sp_http_opts_t *o = &c->srv->opts;
     uint64_t ms = 0;
     switch (c->state) {
-    case CONN_IDLE: ms = o->idle_timeout_ms; break;
-    case CONN_HEAD: ms = o->header_timeout_ms; break;
-    case CONN_BODY: ms = o->body_timeout_ms; break;
-    default: break;
+    case CONN_IDLE:
+        ms = o->idle_timeout_ms;
+        break;
+    case CONN_HEAD:
+        ms = o->header_timeout_ms;
+        break;
+    case CONN_BODY:
+        ms = o->body_timeout_ms;
+        break;
+    default:
+        break;
     }
     if (!ms) {
         c->deadline = 0;
@@ -646,9 +702,9 @@ void sp_http_respond(sp_http_req_t *req, int status, const char *content_type,
         conn_orphan_done(c);
         return;
     }
+    if (!body) body_len = 0;
     put_head(c, status, content_type, extra_headers, FRAME_LENGTH, body_len);
-    if (!c->is_head && body_len && !bodyless_status(status))
-        sp_buf_append(&c->out, body, body_len);
+    if (!c->is_head && body_len && !bodyless_status(status)) sp_buf_append(&c->out, body, body_len);
     conn_answered(c, status);
 }
 
@@ -683,7 +739,7 @@ size_t sp_http_stream_write(sp_http_req_t *req, const char *data, size_t len)
 {
     conn_t *c = sp_container_of(req, conn_t, req);
     if (!c->req_live || c->state != CONN_STREAMING) return 0;
-    if (!c->is_head && len) {
+    if (!c->is_head && data && len) {
         if (c->http_minor) {
             char hex[24];
             int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
@@ -851,6 +907,8 @@ static int on_header_field_complete(llhttp_t *p)
     if (c->state == CONN_BODY) return 0;
     hspan_t *h = &c->spans[c->nspans];
     h->name_len = c->rb.len - h->name_off;
+    if (!is_token(c->rb.data + h->name_off, h->name_len))
+        return reject(c, 400, "bad_request", "invalid character in a header name");
     sp_buf_putc(&c->rb, '\0');
     h->value_off = c->rb.len;
     h->value_len = 0;
@@ -1055,8 +1113,7 @@ static void conn_parse_error(conn_t *c, llhttp_errno_t err)
         msg = "invalid chunk size in the chunked request body";
     } else {
         const char *why = llhttp_get_error_reason(&c->parser);
-        snprintf(buf, sizeof buf, "malformed request: %s",
-                 why ? why : llhttp_errno_name(err));
+        snprintf(buf, sizeof buf, "malformed request: %s", why ? why : llhttp_errno_name(err));
         msg = buf;
     }
     conn_error_answer(c, status, code, msg);
@@ -1088,7 +1145,9 @@ static size_t conn_parse(conn_t *c, const char *p, size_t n)
          * gets here, its connection closes after the answer. */
         llhttp_resume_after_upgrade(&c->parser);
         break;
-    default: conn_parse_error(c, err); break;
+    default:
+        conn_parse_error(c, err);
+        break;
     }
     return used;
 }
@@ -1129,28 +1188,32 @@ static void conn_on_bytes(conn_t *c, const char *p, size_t n)
 {
     switch (c->state) {
     case CONN_CLOSING:
-    case CONN_CLOSED: return; /* the answer said close: the rest is dropped */
+    case CONN_CLOSED:
+        return; /* the answer said close: the rest is dropped */
     case CONN_HANDLING:
     case CONN_STREAMING:
         in_append(c, p, n);
         conn_read_control(c);
         return;
-    default: conn_drive(c, p, n); return;
+    default:
+        conn_drive(c, p, n);
+        return;
     }
 }
 
 static void conn_on_eof(conn_t *c)
 {
     if (c->state == CONN_CLOSED) return;
-    if (c->req_live || c->state == CONN_CLOSING || c->write_queued == 0) {
+    if (c->req_live || c->write_queued == 0) {
         conn_close(c);
         return;
     }
-    /* A half-closed client still gets the answers already on their way. */
+    /* A half-closed client still gets the answers already on their way; the shutdown that
+     * follows them closes the connection. */
     c->eof = true;
     if (c->reading && !c->virt) uv_read_stop((uv_stream_t *)&c->tcp);
     c->reading = false;
-    conn_set_state(c, CONN_CLOSING);
+    if (c->state != CONN_CLOSING) conn_set_state(c, CONN_CLOSING);
     conn_after(c);
 }
 
@@ -1180,7 +1243,7 @@ static void on_timer(uv_timer_t *t)
         conn_close(c);
         return;
     }
-    if (!c->virt) { /* the fuzz driver calls this to mean "time is up" */
+    if (!c->virt) {               /* the fuzz driver calls this to mean "time is up" */
         if (!c->deadline) return; /* this phase has no timeout */
         uint64_t now = uv_now(c->srv->loop);
         if (now < c->deadline) {
@@ -1196,8 +1259,11 @@ static void on_timer(uv_timer_t *t)
                                                 : "the request body took too long");
         conn_after(c);
         break;
-    case CONN_IDLE: conn_close(c); break;
-    default: break;
+    case CONN_IDLE:
+        conn_close(c);
+        break;
+    default:
+        break;
     }
 }
 

@@ -71,10 +71,10 @@ typedef void (*sp_http_abort_fn)(void *ud, sp_http_req_t *req);
 typedef void (*sp_http_observe_fn)(void *ud, const sp_http_req_t *req, int status);
 
 typedef struct {
-    size_t max_body;          /* default 1 MiB; larger bodies get 413 */
-    size_t max_target;        /* default 8 KiB; longer targets get 414 */
-    size_t max_headers;       /* default 64 KiB for the whole header section; else 431 */
-    size_t max_header_count;  /* default 100; else 431 */
+    size_t max_body;            /* default 1 MiB; larger bodies get 413 */
+    size_t max_target;          /* default 8 KiB; longer targets get 414 */
+    size_t max_headers;         /* default 64 KiB for the whole header section; else 431 */
+    size_t max_header_count;    /* default 100; else 431 */
     uint64_t header_timeout_ms; /* first byte to end of headers; default 10 s (408 and close) */
     uint64_t body_timeout_ms;   /* end of headers to end of body; default 60 s (408 and close) */
     uint64_t idle_timeout_ms;   /* between requests on a keep-alive connection; default 60 s */

@@ -887,6 +887,8 @@ static void test_query_strings(void **state)
     SPT_EXPECT(port, "POST", "/v1/queues/qs/jobs?priority=1", "{\"type\":\"t\"}", NULL, 400,
                "priority");
     SPT_EXPECT(port, "GET", "/v1/queues/qs/jobs?state=queued&state=queued", NULL, NULL, 400, NULL);
+    SPT_EXPECT(port, "POST", "/v1/lease?wait=1", "{}", NULL, 400, "wait");
+    SPT_EXPECT(port, "POST", "/v1/ack?fast=1", "{\"acks\":[{}]}", NULL, 400, "fast");
     /* Outside /v1/ a query string is ignored. */
     SPT_EXPECT(port, "GET", "/healthz?probe=1", NULL, NULL, 200, NULL);
     SPT_EXPECT(port, "GET", "/readyz?probe=1", NULL, NULL, 200, NULL);
@@ -1114,6 +1116,20 @@ static void test_max_depth(void **state)
     SPT_EXPECT(port, "POST", "/v1/queues/md/batch", "{\"jobs\":[{\"type\":\"t\"}]}", NULL, 201,
                NULL);
     assert_int_equal(spt_queue_num(port, "md", "totals", "enqueued"), 5);
+
+    /* Repeats in a batch store nothing, so only its new jobs count against the limit. */
+    snprintf(target, sizeof(target), "/v1/jobs/%s", d);
+    SPT_EXPECT(port, "DELETE", target, NULL, NULL, 200, NULL);
+    spt_resp_t mixed = spt_do(port, "POST", "/v1/queues/md/batch",
+                              "{\"jobs\":[{\"type\":\"t\",\"idempotency_key\":\"ka\"},"
+                              "{\"type\":\"t\"}]}",
+                              NULL);
+    assert_int_equal(mixed.status, 201);
+    const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(mixed.json, "jobs");
+    SPT_ASSERT_STR(spt_jstr(cJSON_GetArrayItem(jobs, 0), "id"), a);
+    spt_resp_free(&mixed);
+    assert_int_equal(spt_queue_num(port, "md", "totals", "enqueued"), 6);
+    SPT_EXPECT(port, "POST", "/v1/queues/md/jobs", "{\"type\":\"t\"}", NULL, 429, NULL);
     (void)c;
     SPT_STOP(s);
 }

@@ -720,7 +720,7 @@ static void test_metrics(void **state)
     submit(port, "mq", "", NULL);
     SPT_EXPECT(port, "GET", "/v1/queues", NULL, NULL, 200, NULL);
     spt_resp_t r = spt_do(port, "GET", "/metrics", NULL, NULL);
-    assert_int_equal(r.status, 200);
+    if (r.status != 200) fail_msg("GET /metrics: expected 200, got %d %s", r.status, r.body);
     const char *ct = spt_header(&r, "Content-Type");
     assert_non_null(ct);
     assert_true(strncmp(ct, "text/plain", 10) == 0);
@@ -752,7 +752,13 @@ static void test_events(void **state)
     assert_true(fd >= 0);
     const char *req = "GET /v1/events?queue=ev HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
     assert_int_equal(spt_send(fd, req, strlen(req)), 0);
-    assert_true(spt_recv_until(fd, "text/event-stream", 5000));
+    if (!spt_recv_until(fd, "text/event-stream", 5000)) {
+        spt_resp_t r;
+        spt_close(fd);
+        fd = -1;
+        assert_int_equal(spt_request(port, "GET", "/v1/events?queue=ev", NULL, NULL, &r), 0);
+        fail_msg("GET /v1/events is not an event stream: %d %s", r.status, r.body);
+    }
     assert_true(spt_recv_until(fd, "event: counts", 5000));
     assert_true(spt_recv_until(fd, "\"ev\"", 5000));
     char id[ID_MAX];
@@ -770,7 +776,7 @@ static void test_dashboard(void **state)
     spt_proc_t s;
     SPT_START(s, NULL);
     spt_resp_t r = spt_do(s.port, "GET", "/", NULL, NULL);
-    assert_int_equal(r.status, 200);
+    if (r.status != 200) fail_msg("GET /: expected 200, got %d %s", r.status, r.body);
     const char *ct = spt_header(&r, "Content-Type");
     assert_non_null(ct);
     assert_true(strncmp(ct, "text/html", 9) == 0);

@@ -120,7 +120,7 @@ static ssize_t read_more(int fd, sbuf_t *b, long long deadline)
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return -1;
         if (!sb_reserve(b, 65536)) return -1;
-        ssize_t n = recv(fd, b->data + b->len, 65536, 0);
+        ssize_t n = read(fd, b->data + b->len, 65536);
         if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
         if (n < 0) return errno == ECONNRESET ? 0 : -1;
         b->len += (size_t)n;
@@ -146,6 +146,7 @@ typedef struct {
     pid_t pid;
     bool reaped;
     int status;
+    char log_path[256]; /* removed with its directory when the binary exits */
 } spt_child_t;
 
 #define SPT_CHILDREN_MAX 64
@@ -160,19 +161,28 @@ static spt_child_t *child_find(pid_t pid)
     return NULL;
 }
 
+/* Processes a failed test left behind: killed, and their logs removed (the test's own failure
+ * message is what tells what went wrong). */
 static void children_kill_all(void)
 {
     for (size_t i = 0; i < SPT_CHILDREN_MAX; i++) {
         spt_child_t *c = &g_children[i];
-        if (c->pid > 0 && !c->reaped) {
+        if (c->pid <= 0) continue;
+        if (!c->reaped) {
             kill(c->pid, SIGKILL);
             waitpid(c->pid, NULL, 0);
+        }
+        if (c->log_path[0]) {
+            unlink(c->log_path);
+            char *slash = strrchr(c->log_path, '/');
+            if (slash) *slash = '\0';
+            rmdir(c->log_path);
         }
         c->pid = 0;
     }
 }
 
-static int child_add(pid_t pid)
+static int child_add(pid_t pid, const char *log_path)
 {
     if (!g_atexit_set) {
         atexit(children_kill_all);
@@ -181,6 +191,7 @@ static int child_add(pid_t pid)
     for (size_t i = 0; i < SPT_CHILDREN_MAX; i++) {
         if (g_children[i].pid == 0) {
             g_children[i] = (spt_child_t){.pid = pid};
+            snprintf(g_children[i].log_path, sizeof(g_children[i].log_path), "%s", log_path);
             return 0;
         }
     }
@@ -357,7 +368,7 @@ int spt_start(spt_proc_t *p, const char *bin, const char *const *args, const cha
     close(log_fd);
     p->pid = pid;
     p->stdout_fd = pipefd[0];
-    if (child_add(pid) != 0) {
+    if (child_add(pid, p->log_path) != 0) {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
         close(p->stdout_fd);
