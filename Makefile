@@ -189,3 +189,41 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- dashboard assets ------------------------------------------------------------------------
+# The page under server/dashboard/ (HTML, script, style, vendored uPlot) is embedded into the
+# server as the C table of build/gen/dashboard_assets.c (server/dashboard/embed.sh: od and awk).
+# server/dashboard.o uses it, so it is linked into spool-server and into every test binary.
+DASH_DIR      = server/dashboard
+DASH_FILES    = $(filter-out %.sh %.md,$(sort $(shell find $(DASH_DIR) -type f 2>/dev/null)))
+DASH_GEN      = build/gen/dashboard_assets.c
+DASH_REL_OBJ  = $(call objs,rel,$(DASH_GEN))
+DASH_ASAN_OBJ = $(call objs,asan,$(DASH_GEN))
+
+$(DASH_GEN): $(DASH_FILES) $(DASH_DIR)/embed.sh
+	@mkdir -p $(dir $@)
+	sh $(DASH_DIR)/embed.sh $@ $(DASH_DIR) $(DASH_FILES)
+
+build/bin/spool-server: $(DASH_REL_OBJ)
+build/asan/bin/spool-server: $(DASH_ASAN_OBJ)
+$(TEST_BINS): $(DASH_ASAN_OBJ)
+# ---- end of dashboard assets -----------------------------------------------------------------
+
+# ---- handler libraries: the example lib handler (examples/) and the tests' fixture library ----
+# Plain shared objects without sanitizers: a lib handler is the operator's own code, loaded with
+# dlopen by the worker (the sanitizer build loads them too).
+SHLIB_CFLAGS = -std=c11 -D_GNU_SOURCE -O2 -g -fPIC -shared
+EXAMPLE_SO   = build/lib/libspool_example.so
+TESTLIB_SO   = build/lib/libspool_testlib.so
+
+$(EXAMPLE_SO): $(wildcard examples/*.c)
+	@mkdir -p $(dir $@)
+	$(CC) $(SHLIB_CFLAGS) $(WARN) -o $@ $^
+
+$(TESTLIB_SO): tests/fixtures/testlib.c
+	@mkdir -p $(dir $@)
+	$(CC) $(SHLIB_CFLAGS) $(WARN) -o $@ $^
+
+all: $(EXAMPLE_SO)
+test-bin: $(EXAMPLE_SO) $(TESTLIB_SO)
+# ---- end of handler libraries ---------------------------------------------------------------

@@ -13,7 +13,8 @@
  * and the http handler one client for every URL of the handlers file.
  *
  * A request's callback always runs on a later loop turn than the call that made it, exactly
- * once, unless the request was canceled first.
+ * once, unless the request was canceled first. Idle keep-alive connections do not keep the
+ * loop running (their handles are unreferenced), so uv_run returns once nothing else is left.
  */
 #ifndef SP_HTTP_CLIENT_H
 #define SP_HTTP_CLIENT_H
@@ -78,10 +79,9 @@ int sp_http_client_new(uv_loop_t *loop, const char *base_url, const sp_http_clie
  *
  * Returns a handle, valid until the callback runs or sp_http_client_cancel is called; or NULL
  * when out of memory or when the client is closing, and then cb is never called. */
-sp_http_call_t *sp_http_client_request(sp_http_client_t *c, const char *method,
-                                       const char *target, const char *headers, const char *body,
-                                       size_t body_len, uint64_t timeout_ms, sp_http_client_cb cb,
-                                       void *ud);
+sp_http_call_t *sp_http_client_request(sp_http_client_t *c, const char *method, const char *target,
+                                       const char *headers, const char *body, size_t body_len,
+                                       uint64_t timeout_ms, sp_http_client_cb cb, void *ud);
 
 /* Drops a request: its callback is not called afterwards. A request already on the wire
  * closes its connection (an answer can no longer be told apart). The handle is invalid after. */

@@ -15,7 +15,9 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api_monitor.h"
 #include "buf.h"
+#include "dashboard.h"
 #include "job.h"
 #include "json.h"
 #include "log.h"
@@ -35,6 +37,10 @@ struct sp_api {
     size_t token_len;
     bool draining;
     sp_buf_t out; /* reused for every answer: the loop is single-threaded */
+
+    /* What GET /v1/events and GET /metrics answer from; not owned, NULL until set. */
+    sp_events_t *events;
+    sp_metrics_t *metrics;
 };
 
 /* A decoded path segment. Names are at most 128 bytes; longer segments are never valid. */
@@ -124,6 +130,11 @@ static void write_queue(sp_buf_t *b, const sp_queue_stats_t *q)
     sp_buf_puts(b, ",\"retried\":");
     sp_buf_u64(b, q->retried);
     sp_buf_puts(b, "}}");
+}
+
+void sp_api_write_queue(sp_buf_t *b, const sp_queue_stats_t *q)
+{
+    write_queue(b, q);
 }
 
 static void write_id(sp_buf_t *b, uint64_t id)
@@ -1114,6 +1125,82 @@ static void route_purge(ctx_t *c, const seg_t *queue)
     c->api->backend->ops->purge(c->api->backend, queue->s, queue->len, s, purge_cb, k);
 }
 
+/* ---- routes: monitoring ----------------------------------------------------------------- */
+
+static void metrics_cb(void *ud, int status, const char *why, const sp_queue_stats_t *qs, size_t n)
+{
+    sp_api_t *api;
+    sp_http_req_t *req;
+    if (!call_end(ud, &api, &req)) return;
+    if (status) {
+        respond_backend_err(req, status, why);
+        return;
+    }
+    sp_buf_reset(&api->out);
+    sp_metrics_render(api->metrics, &api->out, qs, n);
+    if (api->out.oom) {
+        sp_buf_free(&api->out); /* clears oom for the next answer */
+        respond_err(req, 503, "out_of_memory", "the server is out of memory");
+        return;
+    }
+    sp_http_respond(req, 200, SP_METRICS_CONTENT_TYPE, NULL, api->out.data, api->out.len);
+}
+
+static void route_metrics(ctx_t *c)
+{
+    if (!c->api->metrics) {
+        respond_err(c->req, 503, "unavailable", "metrics are not enabled in this process");
+        return;
+    }
+    call_t *k = call_new(c);
+    if (!k) return;
+    c->api->backend->ops->queues(c->api->backend, NULL, 0, metrics_cb, k);
+}
+
+/* The only parameter is `queue`, up to a whole queue name long (longer than read_query's
+ * values), so the query is read here. */
+static void route_events(ctx_t *c)
+{
+    sp_http_req_t *req = c->req;
+    char queue[SP_NAME_MAX + 1];
+    long queue_len = -1;
+    const char *q = req->query, *end = q ? q + req->query_len : NULL;
+    const char *name, *value;
+    size_t name_len, value_len;
+    while (q && sp_http_query_next(&q, end, &name, &name_len, &value, &value_len)) {
+        char dname[64];
+        long dn = sp_http_pct_decode(name, name_len, dname, sizeof dname - 1);
+        if (dn < 0) {
+            respond_err(req, 400, "invalid_query",
+                        "a query parameter name is malformed or too long");
+            return;
+        }
+        dname[dn] = '\0';
+        if (dn == 0 && value_len == 0) continue;
+        if (strcmp(dname, "queue") != 0) {
+            respond_err(req, 400, "invalid_query", "unknown query parameter '%s'", dname);
+            return;
+        }
+        if (queue_len >= 0) {
+            respond_err(req, 400, "invalid_query",
+                        "query parameter 'queue' is repeated; give it once");
+            return;
+        }
+        queue_len = sp_http_pct_decode(value, value_len, queue, sizeof queue);
+        if (queue_len < 0 || !sp_name_valid(queue, (size_t)queue_len)) {
+            respond_err(req, 400, "invalid_query",
+                        "queue: must be a queue name, 1-128 bytes of [A-Za-z0-9._:-]");
+            return;
+        }
+    }
+    if (!c->api->events) {
+        respond_err(req, 503, "unavailable", "the event stream is not enabled in this process");
+        return;
+    }
+    sp_events_add(c->api->events, req, queue_len >= 0 ? queue : NULL,
+                  queue_len >= 0 ? (size_t)queue_len : 0);
+}
+
 /* ---- routing ---------------------------------------------------------------------------- */
 
 enum { M_GET = 1, M_POST = 2, M_DELETE = 4 };
@@ -1184,7 +1271,13 @@ static void route(ctx_t *c)
     size_t n = c->nseg;
     int allowed = 0;
 
-    if (n == 1 && seg_is(&s[0], "healthz")) {
+    if (sp_dashboard_path(req->path, req->path_len)) {
+        allowed = M_GET;
+        ON(M_GET) return sp_dashboard_serve(req);
+    } else if (n == 1 && seg_is(&s[0], "metrics")) {
+        allowed = M_GET;
+        ON(M_GET) return route_metrics(c);
+    } else if (n == 1 && seg_is(&s[0], "healthz")) {
         allowed = M_GET;
         ON(M_GET) return route_healthz(c);
     } else if (n == 1 && seg_is(&s[0], "readyz")) {
@@ -1194,6 +1287,9 @@ static void route(ctx_t *c)
         if (n == 2 && seg_is(&s[1], "queues")) {
             allowed = M_GET;
             ON(M_GET) return route_queues(c);
+        } else if (n == 2 && seg_is(&s[1], "events")) {
+            allowed = M_GET;
+            ON(M_GET) return route_events(c);
         } else if (n == 2 && seg_is(&s[1], "lease")) {
             allowed = M_POST;
             ON(M_POST) return route_lease(c);
@@ -1259,7 +1355,7 @@ void sp_api_handle(void *ud, sp_http_req_t *req)
         return;
     }
     bool open_path = (c.nseg == 1 && (seg_is(&segs[0], "healthz") || seg_is(&segs[0], "readyz"))) ||
-                     c.nseg == 0;
+                     c.nseg == 0 || sp_dashboard_path(req->path, req->path_len);
     if (api->draining && !(c.nseg == 1 && seg_is(&segs[0], "healthz"))) {
         respond_err(req, 503, "shutting_down", "the server is shutting down; retry shortly");
         return;
@@ -1302,4 +1398,10 @@ void sp_api_free(sp_api_t *api)
 void sp_api_set_draining(sp_api_t *api, bool draining)
 {
     api->draining = draining;
+}
+
+void sp_api_set_monitor(sp_api_t *api, sp_events_t *events, sp_metrics_t *metrics)
+{
+    api->events = events;
+    api->metrics = metrics;
 }

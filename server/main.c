@@ -16,10 +16,12 @@
 #include <uv.h>
 
 #include "api.h"
+#include "api_monitor.h"
 #include "backend_memory.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
+#include "handlers_file.h"
 #include "pool.h"
 
 typedef struct {
@@ -28,6 +30,8 @@ typedef struct {
     sp_api_t *api;
     sp_http_server_t *http;
     sp_pool_t *pool;
+    sp_events_t *events;
+    sp_metrics_t *metrics;
     uv_signal_t sigterm, sigint;
     int64_t grace_ms;
     int signals;
@@ -42,6 +46,7 @@ static void http_closed(void *ud)
 {
     server_t *s = ud;
     s->http = NULL;
+    sp_metrics_set_http(s->metrics, NULL);
     uv_close((uv_handle_t *)&s->sigterm, closed_handle);
     uv_close((uv_handle_t *)&s->sigint, closed_handle);
 }
@@ -71,8 +76,31 @@ static void on_signal(uv_signal_t *h, int signum)
     sp_info("%s: shutting down (grace %lld ms)", strsignal(signum), (long long)s->grace_ms);
     sp_http_server_stop_accepting(s->http);
     sp_api_set_draining(s->api, true);
+    /* Event streams never end on their own: end them so that their connections can close. */
+    sp_events_close(s->events);
+    s->events = NULL;
     if (s->pool) sp_pool_stop(s->pool, s->grace_ms, pool_stopped, s);
     else pool_stopped(s);
+}
+
+/* Every job state change feeds the metrics and the event streams. */
+static void on_job_change(void *ud, const sp_jobrec_t *job, int from)
+{
+    server_t *s = ud;
+    sp_metrics_observe_job(s->metrics, job, from);
+    sp_events_job(s->events, job, from);
+}
+
+static void on_request(void *ud, sp_http_req_t *req)
+{
+    server_t *s = ud;
+    sp_api_handle(s->api, req);
+}
+
+static void on_answer(void *ud, const sp_http_req_t *req, int status)
+{
+    server_t *s = ud;
+    sp_metrics_observe_http(s->metrics, req, status);
 }
 
 /* Raises the open-file limit to its hard maximum: each connection is a descriptor. */
@@ -159,7 +187,7 @@ int main(int argc, char **argv)
         {"workers", SP_FLAG_INT, &workers, 0, 100000, "N",
          "worker coroutines run inside the server, draining every queue"},
         {"handlers", SP_FLAG_STRING, &handlers, 0, 0, "FILE",
-         "handlers file mapping job types to programs (not available in this build)"},
+         "handlers file mapping job types to exec, http and lib handlers"},
         {"token-file", SP_FLAG_STRING, &token_file, 0, 0, "FILE",
          "require Authorization: Bearer <the file's content> on every request"},
         {"retention", SP_FLAG_DURATION, &retention, 1, INT64_MAX / 4, "DURATION",
@@ -211,10 +239,14 @@ int main(int argc, char **argv)
                         "build; without it jobs are kept in memory only\n");
         return 2;
     }
+    /* Loaded before anything starts: a bad handlers file is a start-up error. */
+    sp_handlers_t *htable = NULL;
     if (handlers) {
-        fprintf(stderr, "spool-server: --handlers: handler files are not available in this "
-                        "build; the builtin handlers noop, echo, sleep and fail need none\n");
-        return 2;
+        char herr[1024];
+        if (sp_handlers_load(handlers, uv_default_loop(), &htable, herr, sizeof herr)) {
+            fprintf(stderr, "spool-server: --handlers %s: %s\n", handlers, herr);
+            return 2;
+        }
     }
     char *token = NULL;
     size_t token_len = 0;
@@ -234,21 +266,29 @@ int main(int argc, char **argv)
     sp_api_opts_t ao = {.backend = s.backend, .token = token, .token_len = token_len};
     s.api = s.backend ? sp_api_new(&ao) : NULL;
     free(token);
-    if (!s.api) {
+    s.metrics = sp_metrics_new();
+    s.events = s.api ? sp_events_new(s.loop, s.backend) : NULL;
+    if (s.api && s.metrics && s.events) {
+        sp_backend_memory_observe(s.backend, on_job_change, &s);
+        sp_api_set_monitor(s.api, s.events, s.metrics);
+    }
+    if (!s.api || !s.metrics || !s.events) {
         fprintf(stderr, "spool-server: out of memory\n");
         return 1;
     }
     sp_http_opts_t ho;
     sp_http_opts_default(&ho);
     ho.max_body = (size_t)max_body;
-    ho.handler = sp_api_handle;
-    ho.ud = s.api;
+    ho.handler = on_request;
+    ho.observe = on_answer;
+    ho.ud = &s;
     char bound[128];
     int rc = sp_http_server_start(s.loop, host, port, &ho, &s.http, bound, sizeof bound);
     if (rc) {
         fprintf(stderr, "spool-server: cannot listen on %s: %s\n", listen, uv_strerror(rc));
         return 1;
     }
+    sp_metrics_set_http(s.metrics, s.http);
     /* Signals are caught before anyone can learn the address: a SIGTERM right after the
      * listening line must still shut down gracefully. */
     uv_signal_init(s.loop, &s.sigterm);
@@ -270,6 +310,7 @@ int main(int argc, char **argv)
         sp_pool_opts_t po = {.concurrency = (size_t)workers, .name = name,
                              .lease_wait_ms = 30000};
         s.pool = sp_pool_new(s.loop, s.backend, &po);
+        if (s.pool) sp_pool_set_handlers(s.pool, htable);
         if (!s.pool || sp_pool_start(s.pool)) {
             fprintf(stderr, "spool-server: cannot start %lld workers\n", (long long)workers);
             return 1;
@@ -279,7 +320,9 @@ int main(int argc, char **argv)
             (long long)workers);
 
     uv_run(s.loop, UV_RUN_DEFAULT);
+    sp_handlers_free(htable);
     sp_api_free(s.api);
+    sp_metrics_free(s.metrics);
     rc = uv_loop_close(s.loop);
     if (rc) sp_warn("event loop closed with handles open: %s", uv_strerror(rc));
     sp_info("stopped");
