@@ -95,15 +95,27 @@ static void respond_backend_err(sp_http_req_t *req, int err, const char *why)
 {
     if (!why) why = sp_strerror(err);
     switch (err) {
-    case SP_ENOTFOUND: respond_err(req, 404, "not_found", "%s", why); return;
-    case SP_ECONFLICT: respond_err(req, 409, "conflict", "%s", why); return;
+    case SP_ENOTFOUND:
+        respond_err(req, 404, "not_found", "%s", why);
+        return;
+    case SP_ECONFLICT:
+        respond_err(req, 409, "conflict", "%s", why);
+        return;
     case SP_EFULL:
         respond_err(req, 429, "queue_full", "%s; retry later or raise --max-depth", why);
         return;
-    case SP_EINVAL: respond_err(req, 400, "invalid_request", "%s", why); return;
-    case SP_ETOOBIG: respond_err(req, 413, "payload_too_large", "%s", why); return;
-    case SP_ENOMEM: respond_err(req, 503, "out_of_memory", "%s", why); return;
-    default: respond_err(req, 503, "unavailable", "%s", why); return;
+    case SP_EINVAL:
+        respond_err(req, 400, "invalid_request", "%s", why);
+        return;
+    case SP_ETOOBIG:
+        respond_err(req, 413, "payload_too_large", "%s", why);
+        return;
+    case SP_ENOMEM:
+        respond_err(req, 503, "out_of_memory", "%s", why);
+        return;
+    default:
+        respond_err(req, 503, "unavailable", "%s", why);
+        return;
     }
 }
 
@@ -151,8 +163,7 @@ static bool ct_is_json(const sp_http_req_t *req)
     const sp_http_header_t *h = sp_http_req_header(req, "content-type");
     if (!h) return true;
     size_t n = 0;
-    while (n < h->value_len && h->value[n] != ';' && h->value[n] != ' ' && h->value[n] != '\t')
-        n++;
+    while (n < h->value_len && h->value[n] != ';' && h->value[n] != ' ' && h->value[n] != '\t') n++;
     return n == 16 && strncasecmp(h->value, "application/json", 16) == 0;
 }
 
@@ -214,13 +225,15 @@ static bool read_query(ctx_t *c, const char *const *names, qval_t *vals)
         char dname[64];
         long dn = sp_http_pct_decode(name, name_len, dname, sizeof dname - 1);
         if (dn < 0) {
-            respond_err(req, 400, "invalid_query", "a query parameter name is malformed or too long");
+            respond_err(req, 400, "invalid_query",
+                        "a query parameter name is malformed or too long");
             return false;
         }
         dname[dn] = '\0';
         if (dn == 0 && value_len == 0) continue; /* "a=1&&b=2" */
         size_t i = 0;
-        while (i < nnames && (strlen(names[i]) != (size_t)dn || memcmp(names[i], dname, (size_t)dn)))
+        while (i < nnames &&
+               (strlen(names[i]) != (size_t)dn || memcmp(names[i], dname, (size_t)dn)))
             i++;
         if (i == nnames) {
             respond_err(req, 400, "invalid_query", "unknown query parameter '%s'", dname);
@@ -251,8 +264,10 @@ static bool query_int(sp_http_req_t *req, const char *name, const qval_t *v, int
     int64_t x = 0;
     bool ok = v->len > 0 && v->len <= 18;
     for (size_t i = 0; ok && i < v->len; i++) {
-        if (v->v[i] < '0' || v->v[i] > '9') ok = false;
-        else x = x * 10 + (v->v[i] - '0');
+        if (v->v[i] < '0' || v->v[i] > '9')
+            ok = false;
+        else
+            x = x * 10 + (v->v[i] - '0');
     }
     if (!ok || x < min || x > max) {
         respond_err(req, 400, "invalid_query", "%s: must be an integer from %lld to %lld", name,
@@ -368,6 +383,21 @@ static bool call_end(void *ud, sp_api_t **api, sp_http_req_t **req)
     return live;
 }
 
+/* Ends a call in its backend callback and starts the answer: answers the backend's error, or
+ * returns the reset output buffer for the success answer (with *api and *req set). NULL when
+ * the answer is done already or the client has gone. */
+static sp_buf_t *call_answer(void *ud, int status, const char *why, sp_api_t **api,
+                             sp_http_req_t **req)
+{
+    if (!call_end(ud, api, req)) return NULL;
+    if (status) {
+        respond_backend_err(*req, status, why);
+        return NULL;
+    }
+    sp_buf_reset(&(*api)->out);
+    return &(*api)->out;
+}
+
 /* Records the wait handle of a call that did not answer at once. */
 static void call_wait(call_t *k, sp_be_wait_t *handle)
 {
@@ -387,8 +417,10 @@ static void ready_cb(void *ud, int status, const char *why)
     sp_http_req_t *req;
     if (!call_end(ud, &api, &req)) return;
     (void)api;
-    if (status == 0) sp_http_respond(req, 200, "text/plain; charset=utf-8", NULL, "ok", 2);
-    else respond_err(req, 503, "unavailable", "backend not ready: %s", why ? why : "unknown");
+    if (status == 0)
+        sp_http_respond(req, 200, "text/plain; charset=utf-8", NULL, "ok", 2);
+    else
+        respond_err(req, 503, "unavailable", "backend not ready: %s", why ? why : "unknown");
 }
 
 static void route_readyz(ctx_t *c)
@@ -423,13 +455,8 @@ static void submit_cb(void *ud, int status, const char *why, const sp_jobrec_t *
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_t *b = &api->out;
-    sp_buf_reset(b);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
     write_submitted(b, job);
     char loc[64];
     snprintf(loc, sizeof loc, "Location: /v1/jobs/%llu\r\n", (unsigned long long)job->id);
@@ -470,13 +497,8 @@ static void batch_cb(void *ud, int status, const char *why, const sp_jobrec_t *j
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_t *b = &api->out;
-    sp_buf_reset(b);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
     sp_buf_reserve(b, n * 40 + 16);
     bool any_new = false;
     sp_buf_puts(b, "{\"jobs\":[");
@@ -549,13 +571,9 @@ static void job_cb(void *ud, int status, const char *why, const sp_jobrec_t *job
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_reset(&api->out);
-    sp_job_write_json(&api->out, job);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
+    sp_job_write_json(b, job);
     respond_json(api, req, 200, NULL);
 }
 
@@ -614,13 +632,8 @@ static void lease_cb(void *ud, int status, const char *why, const sp_jobrec_t *j
     (void)next;
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_t *b = &api->out;
-    sp_buf_reset(b);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
     sp_buf_puts(b, "{\"jobs\":[");
     for (size_t i = 0; i < n; i++) {
         if (i) sp_buf_putc(b, ',');
@@ -766,13 +779,8 @@ static void heartbeat_cb(void *ud, int status, const char *why, const sp_jobrec_
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_t *b = &api->out;
-    sp_buf_reset(b);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
     sp_buf_puts(b, "{\"lease_expires_at\":");
     sp_buf_i64(b, job->lease_expires_at);
     sp_buf_puts(b, job->cancel_requested ? ",\"cancel_requested\":true}"
@@ -844,8 +852,10 @@ static void ackbatch_done(ackbatch_t *ab)
             ackslot_t *s = &ab->slots[i];
             if (i) sp_buf_putc(b, ',');
             sp_buf_puts(b, "{\"id\":");
-            if (s->has_id) write_id(b, s->id);
-            else sp_buf_puts(b, "null");
+            if (s->has_id)
+                write_id(b, s->id);
+            else
+                sp_buf_puts(b, "null");
             sp_buf_puts(b, ",\"status\":");
             sp_buf_i64(b, s->status);
             if (s->status != 200) {
@@ -868,10 +878,14 @@ static void ack_one_cb(void *ud, int status, const char *why, const sp_jobrec_t 
 {
     (void)job;
     ackslot_t *s = ud;
-    if (status == 0) s->status = 200;
-    else if (status == SP_ENOTFOUND) slot_err(s, 404, "not_found", why ? why : "no such job");
-    else if (status == SP_ECONFLICT) slot_err(s, 409, "conflict", why ? why : "conflict");
-    else slot_err(s, 503, "unavailable", why ? why : sp_strerror(status));
+    if (status == 0)
+        s->status = 200;
+    else if (status == SP_ENOTFOUND)
+        slot_err(s, 404, "not_found", why ? why : "no such job");
+    else if (status == SP_ECONFLICT)
+        slot_err(s, 409, "conflict", why ? why : "conflict");
+    else
+        slot_err(s, 503, "unavailable", why ? why : sp_strerror(status));
     ackbatch_done(s->batch);
 }
 
@@ -930,8 +944,7 @@ static void route_ack_batch(ctx_t *c)
         return;
     }
     if (n > MAX_ACKS) {
-        respond_err(c->req, 413, "payload_too_large", "acks: at most %d in one request",
-                    MAX_ACKS);
+        respond_err(c->req, 413, "payload_too_large", "acks: at most %d in one request", MAX_ACKS);
         return;
     }
     ackbatch_t *ab = calloc(1, sizeof *ab);
@@ -966,18 +979,12 @@ static void route_ack_batch(ctx_t *c)
 
 /* ---- routes: queues --------------------------------------------------------------------- */
 
-static void queues_cb(void *ud, int status, const char *why, const sp_queue_stats_t *qs,
-                      size_t n)
+static void queues_cb(void *ud, int status, const char *why, const sp_queue_stats_t *qs, size_t n)
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_t *b = &api->out;
-    sp_buf_reset(b);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
     sp_buf_puts(b, "{\"queues\":[");
     for (size_t i = 0; i < n; i++) {
         if (i) sp_buf_putc(b, ',');
@@ -991,14 +998,10 @@ static void queue_cb(void *ud, int status, const char *why, const sp_queue_stats
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status || n != 1) {
-        respond_backend_err(req, status ? status : SP_ENOTFOUND,
-                            status ? why : "no queue with this name");
-        return;
-    }
-    sp_buf_reset(&api->out);
-    write_queue(&api->out, qs);
+    /* A backend answers one queue or an error; anything else is treated as not found. */
+    sp_buf_t *b = call_answer(ud, status == 0 && n != 1 ? SP_ENOTFOUND : status, why, &api, &req);
+    if (!b) return;
+    write_queue(b, qs);
     respond_json(api, req, 200, NULL);
 }
 
@@ -1032,21 +1035,18 @@ static void list_cb(void *ud, int status, const char *why, const sp_jobrec_t *jo
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_t *b = &api->out;
-    sp_buf_reset(b);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
     sp_buf_puts(b, "{\"jobs\":[");
     for (size_t i = 0; i < n; i++) {
         if (i) sp_buf_putc(b, ',');
         sp_job_write_json(b, &jobs[i]);
     }
     sp_buf_puts(b, "],\"next\":");
-    if (next) write_id(b, next);
-    else sp_buf_puts(b, "null");
+    if (next)
+        write_id(b, next);
+    else
+        sp_buf_puts(b, "null");
     sp_buf_putc(b, '}');
     respond_json(api, req, 200, NULL);
 }
@@ -1082,21 +1082,16 @@ static void route_list(ctx_t *c, const seg_t *queue)
     }
     call_t *k = call_new(c);
     if (!k) return;
-    c->api->backend->ops->list(c->api->backend, queue->s, queue->len, state, after,
-                               (size_t)limit, list_cb, k);
+    c->api->backend->ops->list(c->api->backend, queue->s, queue->len, state, after, (size_t)limit,
+                               list_cb, k);
 }
 
 static void purge_cb(void *ud, int status, const char *why, uint64_t n)
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_t *b = &api->out;
-    sp_buf_reset(b);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
     sp_buf_puts(b, "{\"deleted\":");
     sp_buf_u64(b, n);
     sp_buf_putc(b, '}');
@@ -1131,15 +1126,11 @@ static void metrics_cb(void *ud, int status, const char *why, const sp_queue_sta
 {
     sp_api_t *api;
     sp_http_req_t *req;
-    if (!call_end(ud, &api, &req)) return;
-    if (status) {
-        respond_backend_err(req, status, why);
-        return;
-    }
-    sp_buf_reset(&api->out);
-    sp_metrics_render(api->metrics, &api->out, qs, n);
+    sp_buf_t *b = call_answer(ud, status, why, &api, &req);
+    if (!b) return;
+    sp_metrics_render(api->metrics, b, qs, n);
     if (api->out.oom) {
-        sp_buf_free(&api->out); /* clears oom for the next answer */
+        sp_buf_free(b); /* clears oom for the next answer */
         respond_err(req, 503, "out_of_memory", "the server is out of memory");
         return;
     }
@@ -1265,9 +1256,9 @@ static void route(ctx_t *c)
     sp_http_req_t *req = c->req;
     seg_t *s = c->seg;
     int m = req->method == SP_HTTP_GET || req->method == SP_HTTP_HEAD ? M_GET
-            : req->method == SP_HTTP_POST                              ? M_POST
-            : req->method == SP_HTTP_DELETE                            ? M_DELETE
-                                                                       : 0;
+            : req->method == SP_HTTP_POST                             ? M_POST
+            : req->method == SP_HTTP_DELETE                           ? M_DELETE
+                                                                      : 0;
     size_t n = c->nseg;
     int allowed = 0;
 
@@ -1337,7 +1328,8 @@ static void route(ctx_t *c)
             }
         }
     }
-    if (allowed) method_not_allowed(req, allowed);
+    if (allowed)
+        method_not_allowed(req, allowed);
     else
         respond_err(req, 404, "not_found", "no such path: %.*s; see docs/API.md",
                     (int)SP_MIN(req->path_len, 200), req->path);
