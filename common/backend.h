@@ -43,15 +43,14 @@ typedef void (*sp_be_status_cb)(void *ud, int status, const char *why);
 typedef struct {
     const char *name; /* "memory", "redis" */
 
-    void (*submit)(sp_backend_t *b, const char *queue, size_t queue_len,
-                   const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud);
+    void (*submit)(sp_backend_t *b, const char *queue, size_t queue_len, const sp_job_spec_t *spec,
+                   sp_be_submit_cb cb, void *ud);
     /* All or nothing. */
     void (*submit_batch)(sp_backend_t *b, const char *queue, size_t queue_len,
                          const sp_job_spec_t *specs, size_t n, sp_be_batch_cb cb, void *ud);
     /* Reads a job; with wait_ms > 0 and the job unfinished, answers when it finishes or when
      * wait_ms have passed, whichever is first (with the job as it is then). */
-    sp_be_wait_t *(*get)(sp_backend_t *b, uint64_t id, int64_t wait_ms, sp_be_job_cb cb,
-                         void *ud);
+    sp_be_wait_t *(*get)(sp_backend_t *b, uint64_t id, int64_t wait_ms, sp_be_job_cb cb, void *ud);
     void (*cancel)(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud);
     void (*retry)(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud);
 
@@ -59,11 +58,11 @@ typedef struct {
      * then answers with n == 0. Leased records carry their lease token and deadline. */
     sp_be_wait_t *(*lease)(sp_backend_t *b, const sp_lease_req_t *req, int64_t wait_ms,
                            sp_be_jobs_cb cb, void *ud);
-    void (*ack)(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result,
-                size_t result_len, sp_be_job_cb cb, void *ud);
+    void (*ack)(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result, size_t result_len,
+                sp_be_job_cb cb, void *ud);
     /* retry_in_ms < 0: the job's backoff decides. error NULL: "failed". */
-    void (*fail)(sp_backend_t *b, uint64_t id, uint64_t lease, const char *error,
-                 size_t error_len, bool retry, int64_t retry_in_ms, sp_be_job_cb cb, void *ud);
+    void (*fail)(sp_backend_t *b, uint64_t id, uint64_t lease, const char *error, size_t error_len,
+                 bool retry, int64_t retry_in_ms, sp_be_job_cb cb, void *ud);
     /* extend_ms < 0: the job's timeout_ms. */
     void (*heartbeat)(sp_backend_t *b, uint64_t id, uint64_t lease, int64_t extend_ms,
                       sp_be_job_cb cb, void *ud);
@@ -73,8 +72,8 @@ typedef struct {
     void (*queues)(sp_backend_t *b, const char *name, size_t name_len, sp_be_queues_cb cb,
                    void *ud);
     /* state -1 = every state. */
-    void (*list)(sp_backend_t *b, const char *queue, size_t queue_len, int state,
-                 uint64_t after, size_t limit, sp_be_jobs_cb cb, void *ud);
+    void (*list)(sp_backend_t *b, const char *queue, size_t queue_len, int state, uint64_t after,
+                 size_t limit, sp_be_jobs_cb cb, void *ud);
     /* Pauses (pause=true) or resumes a queue, creating it if needed; answers its stats. */
     void (*pause)(sp_backend_t *b, const char *queue, size_t queue_len, bool pause,
                   sp_be_queues_cb cb, void *ud);

@@ -25,7 +25,7 @@ struct sp_be_wait {
     wait_kind_t kind;
     struct mem_backend *mb;
     uv_timer_t timer;
-    bool done; /* answered or canceled; only the timer's close is pending */
+    bool done;     /* answered or canceled; only the timer's close is pending */
     bool finished; /* WAIT_GET: the job finished (or went away) */
     void *ud;
     union {
@@ -266,8 +266,10 @@ static void wake_cb(uv_idle_t *h)
         sp_be_jobs_cb cb = w->cb.lease;
         void *ud = w->ud;
         wait_end(w);
-        if (err) cb(ud, err, "out of memory", NULL, 0, 0);
-        else answer_lease(mb, cb, ud, jobs, n);
+        if (err)
+            cb(ud, err, "out of memory", NULL, 0, 0);
+        else
+            answer_lease(mb, cb, ud, jobs, n);
     }
     arm(mb);
 }
@@ -371,15 +373,19 @@ static const char *err_text(int err, const char *why)
 {
     if (why) return why;
     switch (err) {
-    case SP_ENOTFOUND: return "no job with this id";
-    case SP_EFULL: return "the queue is at its maximum depth";
-    case SP_ENOMEM: return "out of memory";
-    default: return sp_strerror(err);
+    case SP_ENOTFOUND:
+        return "no job with this id";
+    case SP_EFULL:
+        return "the queue is at its maximum depth";
+    case SP_ENOMEM:
+        return "out of memory";
+    default:
+        return sp_strerror(err);
     }
 }
 
-static void answer_job(mem_backend_t *mb, int err, const char *why, sp_ejob_t *job,
-                       sp_be_job_cb cb, void *ud)
+static void answer_job(mem_backend_t *mb, int err, const char *why, sp_ejob_t *job, sp_be_job_cb cb,
+                       void *ud)
 {
     if (err) {
         cb(ud, err, err_text(err, why), NULL);
@@ -422,8 +428,8 @@ static void op_submit_batch(sp_backend_t *b, const char *queue, size_t queue_len
         cb(ud, SP_ENOMEM, "out of memory", NULL, NULL, 0);
         return;
     }
-    int err = sp_engine_submit_batch(mb->engine, sp_now_ms(), queue, queue_len, specs, n, jobs,
-                                     existed);
+    int err =
+        sp_engine_submit_batch(mb->engine, sp_now_ms(), queue, queue_len, specs, n, jobs, existed);
     if (err) {
         cb(ud, err, err_text(err, NULL), NULL, NULL, 0);
     } else {
@@ -486,8 +492,10 @@ static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_
     int err;
     size_t n = try_lease(mb, req, jobs, &err);
     if (n > 0 || err || wait_ms <= 0 || mb->closing) {
-        if (err) cb(ud, err, "out of memory", NULL, 0, 0);
-        else answer_lease(mb, cb, ud, jobs, n);
+        if (err)
+            cb(ud, err, "out of memory", NULL, 0, 0);
+        else
+            answer_lease(mb, cb, ud, jobs, n);
         if (jobs != stack) free(jobs);
         arm(mb);
         return NULL;
@@ -574,8 +582,8 @@ static void op_queues(sp_backend_t *b, const char *name, size_t name_len, sp_be_
     free(all);
 }
 
-static void op_list(sp_backend_t *b, const char *queue, size_t queue_len, int state,
-                    uint64_t after, size_t limit, sp_be_jobs_cb cb, void *ud)
+static void op_list(sp_backend_t *b, const char *queue, size_t queue_len, int state, uint64_t after,
+                    size_t limit, sp_be_jobs_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
     sp_equeue_t *q = sp_engine_queue_find(mb->engine, queue, queue_len);
@@ -626,16 +634,20 @@ static void op_purge(sp_backend_t *b, const char *queue, size_t queue_len, sp_st
     }
     uint64_t deleted = 0;
     int err = sp_engine_purge(mb->engine, sp_now_ms(), q, state, &deleted);
-    if (err) cb(ud, err, err == SP_EINVAL ? "running jobs cannot be purged" : err_text(err, NULL), 0);
-    else cb(ud, 0, NULL, deleted);
+    if (err)
+        cb(ud, err, err == SP_EINVAL ? "running jobs cannot be purged" : err_text(err, NULL), 0);
+    else
+        cb(ud, 0, NULL, deleted);
     arm(mb);
 }
 
 static void op_ready(sp_backend_t *b, sp_be_status_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
-    if (mb->closing) cb(ud, SP_EUNAVAIL, "the backend is closing");
-    else cb(ud, 0, NULL);
+    if (mb->closing)
+        cb(ud, SP_EUNAVAIL, "the backend is closing");
+    else
+        cb(ud, 0, NULL);
 }
 
 static void op_cancel_wait(sp_backend_t *b, sp_be_wait_t *w)

@@ -21,7 +21,6 @@ sp_engine_t *sp_backend_memory_engine(sp_backend_t *b);
 
 /* Observes every job state change (for events and metrics); one observer, may be NULL. */
 void sp_backend_memory_observe(sp_backend_t *b,
-                               void (*fn)(void *ud, const sp_jobrec_t *job, int from),
-                               void *ud);
+                               void (*fn)(void *ud, const sp_jobrec_t *job, int from), void *ud);
 
 #endif

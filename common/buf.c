@@ -119,13 +119,27 @@ void sp_buf_json_str(sp_buf_t *b, const char *s, size_t n)
         sp_buf_append(b, s + run, i - run);
         run = i + 1;
         switch (c) {
-        case '"': sp_buf_append(b, "\\\"", 2); break;
-        case '\\': sp_buf_append(b, "\\\\", 2); break;
-        case '\n': sp_buf_append(b, "\\n", 2); break;
-        case '\r': sp_buf_append(b, "\\r", 2); break;
-        case '\t': sp_buf_append(b, "\\t", 2); break;
-        case '\b': sp_buf_append(b, "\\b", 2); break;
-        case '\f': sp_buf_append(b, "\\f", 2); break;
+        case '"':
+            sp_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            sp_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            sp_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            sp_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            sp_buf_append(b, "\\t", 2);
+            break;
+        case '\b':
+            sp_buf_append(b, "\\b", 2);
+            break;
+        case '\f':
+            sp_buf_append(b, "\\f", 2);
+            break;
         default: {
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             sp_buf_append(b, e, 6);

@@ -18,7 +18,10 @@ typedef struct {
     bool oom;
 } sp_buf_t;
 
-#define SP_BUF_INIT {NULL, 0, 0, false}
+#define SP_BUF_INIT                                                                                \
+    {                                                                                              \
+        NULL, 0, 0, false                                                                          \
+    }
 
 void sp_buf_init(sp_buf_t *b);
 void sp_buf_free(sp_buf_t *b);

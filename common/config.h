@@ -25,8 +25,8 @@ typedef enum {
 typedef struct {
     const char *name; /* without dashes: "max-depth" */
     sp_flag_kind_t kind;
-    void *value;      /* where the value goes; holds the default on entry */
-    int64_t min, max; /* for numbers */
+    void *value;         /* where the value goes; holds the default on entry */
+    int64_t min, max;    /* for numbers */
     const char *metavar; /* for --help: "N", "DIR", "DURATION" */
     const char *help;
 } sp_flag_t;

@@ -30,11 +30,11 @@ typedef struct sp_ejob sp_ejob_t;
 typedef struct sp_equeue sp_equeue_t;
 
 typedef struct {
-    int64_t retention_ms;     /* how long finished jobs are kept; default 24 h */
-    int64_t idem_ttl_ms;      /* how long an idempotency key lives; default 24 h */
-    uint64_t max_depth;       /* per queue unfinished jobs (scheduled+queued+running); 0 = none */
-    uint64_t seed;            /* seeds lease tokens and backoff jitter; 0 picks a random seed */
-    uint64_t first_id;        /* the first job id handed out; 0 means 1 */
+    int64_t retention_ms; /* how long finished jobs are kept; default 24 h */
+    int64_t idem_ttl_ms;  /* how long an idempotency key lives; default 24 h */
+    uint64_t max_depth;   /* per queue unfinished jobs (scheduled+queued+running); 0 = none */
+    uint64_t seed;        /* seeds lease tokens and backoff jitter; 0 picks a random seed */
+    uint64_t first_id;    /* the first job id handed out; 0 means 1 */
     /* Called whenever a queue gains a ready (queued) job: submit, promotion of a delayed job,
      * retry, expired lease, release, resume. Used to wake long polls. May be NULL. */
     void (*on_ready)(void *ud, sp_equeue_t *q);
@@ -88,7 +88,6 @@ int sp_engine_cancel(sp_engine_t *e, int64_t now, uint64_t id, sp_ejob_t **out, 
 /* Re-queues a failed or canceled job with attempts reset to 0. Else conflict. */
 int sp_engine_retry(sp_engine_t *e, int64_t now, uint64_t id, sp_ejob_t **out, const char **why);
 
-
 /* Leases up to req->max ready jobs: queues tried strictly in the given order, paused queues
  * skipped, within a queue highest priority first then FIFO. Each leased job becomes running,
  * attempts += 1, gets a fresh lease token and lease_expires_at = now + its timeout_ms.
@@ -112,8 +111,8 @@ int sp_engine_fail(sp_engine_t *e, int64_t now, uint64_t id, uint64_t lease, con
                    const char **why);
 
 /* Extends the lease to now + extend_ms (or now + timeout_ms when extend_ms < 0). */
-int sp_engine_heartbeat(sp_engine_t *e, int64_t now, uint64_t id, uint64_t lease,
-                        int64_t extend_ms, sp_ejob_t **out, const char **why);
+int sp_engine_heartbeat(sp_engine_t *e, int64_t now, uint64_t id, uint64_t lease, int64_t extend_ms,
+                        sp_ejob_t **out, const char **why);
 
 /* Hands the job back: queued again at once, attempts -= 1 (this attempt not counted). With
  * cancel_requested it ends canceled instead. */
@@ -121,7 +120,6 @@ int sp_engine_release(sp_engine_t *e, int64_t now, uint64_t id, uint64_t lease, 
                       const char **why);
 
 /* ---- queues ------------------------------------------------------------------------------ */
-
 
 sp_equeue_t *sp_engine_queue_find(sp_engine_t *e, const char *name, size_t len);
 /* Finds or creates (SP_ENOMEM on failure). */
@@ -140,8 +138,8 @@ bool sp_equeue_has_ready(const sp_equeue_t *q);
 /* Pages through a queue's jobs, oldest (lowest id) first: jobs with id > after (0 = from the
  * start), in state `state` (-1 = every state), at most `limit`. Writes them to out and sets
  * *next to the id to pass as `after` for the next page, or 0 when there is no more. */
-size_t sp_engine_list(sp_engine_t *e, const sp_equeue_t *q, int state, uint64_t after,
-                      size_t limit, sp_ejob_t **out, uint64_t *next);
+size_t sp_engine_list(sp_engine_t *e, const sp_equeue_t *q, int state, uint64_t after, size_t limit,
+                      sp_ejob_t **out, uint64_t *next);
 
 /* Drops every job of the queue in `state` (not running: SP_EINVAL). Sets *deleted. Purged jobs
  * are forgotten (their idempotency keys too). */

@@ -37,9 +37,9 @@ typedef struct {
     size_t type_len;
     const char *payload; /* span of the caller's request body; "null" when absent */
     size_t payload_len;
-    int priority;      /* 0-9 */
-    int64_t run_at;    /* absolute ms; == now when neither delay_ms nor run_at was given */
-    bool delayed;      /* run_at > now at validation time */
+    int priority;   /* 0-9 */
+    int64_t run_at; /* absolute ms; == now when neither delay_ms nor run_at was given */
+    bool delayed;   /* run_at > now at validation time */
     uint32_t max_attempts;
     uint32_t timeout_ms;
     uint32_t backoff_ms;
@@ -105,7 +105,8 @@ typedef struct {
 void sp_job_write_json(sp_buf_t *b, const sp_jobrec_t *job);
 
 /* Writes what a worker needs for a leased job:
- * {"id","queue","type","payload","attempts","max_attempts","timeout_ms","lease","lease_expires_at"} */
+ * {"id","queue","type","payload","attempts","max_attempts","timeout_ms","lease","lease_expires_at"}
+ */
 void sp_job_write_lease_json(sp_buf_t *b, const sp_jobrec_t *job);
 
 /* Parses an id or lease token given as a JSON string of decimal digits or a JSON integer
@@ -119,8 +120,8 @@ typedef struct {
     const char *const *queues; /* names, each queue_lens[i] bytes */
     const size_t *queue_lens;
     size_t nqueues;
-    size_t max;          /* 1-1000 */
-    const char *worker;  /* stored in the job record; copied */
+    size_t max;         /* 1-1000 */
+    const char *worker; /* stored in the job record; copied */
     size_t worker_len;
 } sp_lease_req_t;
 
@@ -130,7 +131,7 @@ typedef struct {
     size_t name_len;
     bool paused;
     uint64_t counts[SP_STATE_COUNT];
-    int64_t oldest_queued_age_ms; /* 0 when nothing is queued */
+    int64_t oldest_queued_age_ms;                  /* 0 when nothing is queued */
     uint64_t enqueued, succeeded, failed, retried; /* totals since first seen */
     uint64_t leased, canceled;                     /* further totals, for metrics */
 } sp_queue_stats_t;

@@ -7,15 +7,24 @@
 const char *sp_strerror(int err)
 {
     switch (err) {
-    case SP_OK: return "ok";
-    case SP_ENOMEM: return "out of memory";
-    case SP_EINVAL: return "invalid input";
-    case SP_ENOTFOUND: return "not found";
-    case SP_ECONFLICT: return "conflict";
-    case SP_EFULL: return "queue full";
-    case SP_EUNAVAIL: return "unavailable";
-    case SP_ETOOBIG: return "too large";
-    case SP_EIO: return "i/o error";
+    case SP_OK:
+        return "ok";
+    case SP_ENOMEM:
+        return "out of memory";
+    case SP_EINVAL:
+        return "invalid input";
+    case SP_ENOTFOUND:
+        return "not found";
+    case SP_ECONFLICT:
+        return "conflict";
+    case SP_EFULL:
+        return "queue full";
+    case SP_EUNAVAIL:
+        return "unavailable";
+    case SP_ETOOBIG:
+        return "too large";
+    case SP_EIO:
+        return "i/o error";
     }
     return "unknown error";
 }

@@ -60,6 +60,6 @@ bool sp_name_valid(const char *s, size_t len);
 #define SP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define SP_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SP_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define sp_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define sp_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #endif

@@ -79,8 +79,10 @@ static void on_signal(uv_signal_t *h, int signum)
     /* Event streams never end on their own: end them so that their connections can close. */
     sp_events_close(s->events);
     s->events = NULL;
-    if (s->pool) sp_pool_stop(s->pool, s->grace_ms, pool_stopped, s);
-    else pool_stopped(s);
+    if (s->pool)
+        sp_pool_stop(s->pool, s->grace_ms, pool_stopped, s);
+    else
+        pool_stopped(s);
 }
 
 /* Every job state change feeds the metrics and the event streams. */
@@ -230,8 +232,10 @@ int main(int argc, char **argv)
         return 2;
     }
     if (strcmp(backend, "memory") != 0) {
-        fprintf(stderr, "spool-server: --backend: '%s' is not available in this build; use "
-                        "memory\n", backend);
+        fprintf(stderr,
+                "spool-server: --backend: '%s' is not available in this build; use "
+                "memory\n",
+                backend);
         return 2;
     }
     if (data_dir) {
@@ -307,8 +311,7 @@ int main(int argc, char **argv)
         char hostname[256] = "localhost";
         gethostname(hostname, sizeof hostname - 1);
         snprintf(name, sizeof name, "%s:%d", hostname, (int)getpid());
-        sp_pool_opts_t po = {.concurrency = (size_t)workers, .name = name,
-                             .lease_wait_ms = 30000};
+        sp_pool_opts_t po = {.concurrency = (size_t)workers, .name = name, .lease_wait_ms = 30000};
         s.pool = sp_pool_new(s.loop, s.backend, &po);
         if (s.pool) sp_pool_set_handlers(s.pool, htable);
         if (!s.pool || sp_pool_start(s.pool)) {
