@@ -4,7 +4,7 @@
 # each figure beside its target. It reports and does not judge: it exits 0 when every figure
 # was measured, whatever the figures are, and non-zero when something could not be measured.
 #
-# usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e]
+# usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e] [remote]
 #   no names: every measurement; "nginx" alone runs only the nginx half of "submit".
 #   --quick: short runs (3 s, one round, fewer jobs) to check that the harness works.
 # environment: SPOOL_SERVER (default build/bin/spool-server), BENCH_DURATION (wrk, default 10s),
@@ -13,6 +13,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVER=${SPOOL_SERVER:-$ROOT/build/bin/spool-server}
+WORKER=${SPOOL_WORKER:-$ROOT/build/bin/spool-worker}
 CLIENT=$ROOT/bench/spoolbench.py
 DURATION=${BENCH_DURATION:-10s}
 RUNS=${BENCH_RUNS:-3}
@@ -24,6 +25,7 @@ RATE_SECONDS=5
 MEMORY_JOBS=1000000
 E2E_JOBS=100000
 E2E_WORKERS=(8 64)
+REMOTE_CONCURRENCY=${REMOTE_CONCURRENCY:-1000}
 # A batch of 10 000 jobs with 100-byte payloads is about 1.3 MB, over the default 1 MiB limit.
 BATCH_MAX_BODY=16M
 
@@ -439,6 +441,39 @@ bench_e2e() {
   [ "$any" = 1 ] || report "   (not measured)"
 }
 
+# One spool-worker process over HTTP drains what the client submits; the server has no workers.
+bench_remote() {
+  local line rate wpid
+  report "5. End to end through one spool-worker over HTTP: $E2E_JOBS noop jobs submitted in"
+  report "   batches, --concurrency $REMOTE_CONCURRENCY, until all succeeded"
+  log "5. End to end through one spool-worker: $E2E_JOBS jobs"
+  if [ ! -x "$WORKER" ]; then
+    failed "remote: $WORKER not found (build it with 'make')"
+    return
+  fi
+  if ! start_spool "remote" --max-body "$BATCH_MAX_BODY"; then
+    failed "remote: spool-server did not start"
+    return
+  fi
+  "${CLIENT_CPU[@]}" "$WORKER" --server "http://127.0.0.1:$SPOOL_PORT" --queues bench \
+    --concurrency "$REMOTE_CONCURRENCY" >"$TMP/worker.out" 2>"$TMP/worker.err" &
+  wpid=$!
+  PIDS+=("$wpid")
+  if ! line=$(timeout 300 "${CLIENT_CPU[@]}" python3 "$CLIENT" e2e --port "$SPOOL_PORT" \
+    --batch "$BATCH" --total "$E2E_JOBS" --timeout 240); then
+    stop_pid "$wpid"
+    stop_spool_quiet
+    failed "remote: the jobs did not all succeed (worker log: $TMP/worker.err)"
+    return
+  fi
+  stop_pid "$wpid"
+  stop_spool_quiet
+  log "  $line"
+  rate=$(kv "$line" jobs_per_s)
+  report "$(printf '   %-22s %9s jobs/s  target > 30000 (aiohttp seed ~5300, beanstalkd ~14500)   [%s]' \
+    "one spool-worker" "$rate" "$(verdict lt 30000 "$rate")")"
+}
+
 # ---- main ------------------------------------------------------------------------------------
 
 main() {
@@ -456,7 +491,7 @@ main() {
       usage
       return 0
       ;;
-    submit | nginx | batch | memory | e2e) want+=("$arg") ;;
+    submit | nginx | batch | memory | e2e | remote) want+=("$arg") ;;
     *)
       log "unknown argument '$arg'"
       usage >&2
@@ -464,7 +499,7 @@ main() {
       ;;
     esac
   done
-  [ ${#want[@]} -gt 0 ] || want=(submit batch memory e2e)
+  [ ${#want[@]} -gt 0 ] || want=(submit batch memory e2e remote)
 
   if ! command -v python3 >/dev/null; then
     log "python3 is needed (apt-get install python3)"
@@ -484,6 +519,7 @@ main() {
     batch) bench_batch ;;
     memory) bench_memory ;;
     e2e) bench_e2e ;;
+    remote) bench_remote ;;
     esac
   done
 
