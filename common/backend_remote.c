@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "buf.h"
 #include "http_client.h"
 #include "json.h"
@@ -57,9 +58,9 @@ struct op {
     char *body;
     size_t body_len;
     uint64_t timeout_ms;
-    int tries;     /* attempts made */
-    int max_tries; /* 0 = until answered */
-    int64_t backoff_ms;
+    int tries;            /* attempts made */
+    int max_tries;        /* 0 = until answered */
+    sp_backoff_t backoff; /* between tries, set up at the first failure */
     sp_http_call_t *call;
     bool timer_on;
     uv_timer_t timer;
@@ -451,12 +452,12 @@ static void op_transient(op_t *op, const char *why)
         op_answer_err(op, SP_EUNAVAIL, why);
         return;
     }
-    int64_t cap = op->kind == OP_LEASE ? r->retry_max_ms : r->retry_max_ms * 2;
-    int64_t base = op->backoff_ms ? SP_MIN(op->backoff_ms * 2, cap)
-                                  : (op->kind == OP_LEASE ? RETRY_MIN_MS : FINISH_RETRY_MIN_MS);
-    op->backoff_ms = base;
-    /* Up to 25 % of jitter, so that many workers do not come back in step. */
-    int64_t delay = base + (int64_t)((uint64_t)rand() % (uint64_t)(base / 4 + 1));
+    if (op->backoff.min_ms == 0) { /* the first failure: ops start zeroed */
+        bool lease = op->kind == OP_LEASE;
+        sp_backoff_init(&op->backoff, lease ? RETRY_MIN_MS : FINISH_RETRY_MIN_MS,
+                        lease ? r->retry_max_ms : r->retry_max_ms * 2, 25);
+    }
+    int64_t delay = sp_backoff_next(&op->backoff);
     if (!op->timer_on) {
         uv_timer_init(r->loop, &op->timer);
         op->timer.data = op;

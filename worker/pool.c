@@ -31,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "handler.h"
 #include "log.h"
 #include "sp.h"
@@ -102,9 +103,9 @@ struct sp_pool {
     bool lease_pending;
     bool in_lease_call;
     sp_be_wait_t *wait;
-    slot_t *lease_slot; /* reserved for the first job of the pending lease */
-    int64_t backoff_ms;
-    size_t orphans; /* releases out for jobs that had no slot */
+    slot_t *lease_slot;   /* reserved for the first job of the pending lease */
+    sp_backoff_t backoff; /* between failed lease requests */
+    size_t orphans;       /* releases out for jobs that had no slot */
 
     uv_idle_t idle;
     bool idle_active;
@@ -372,10 +373,10 @@ static void lease_answered(void *ud, int status, const char *why, const sp_jobre
     if (status < 0 || n == 0) {
         slot_push(p, first);
         if (status < 0) {
-            p->backoff_ms = p->backoff_ms ? SP_MIN(p->backoff_ms * 2, RETRY_MAX_MS) : RETRY_MIN_MS;
+            int64_t delay = sp_backoff_next(&p->backoff);
             sp_warn("worker %s: lease failed (%s); trying again in %" PRId64 " ms", p->name,
-                    why ? why : sp_strerror(status), p->backoff_ms);
-            if (!p->stopping) uv_timer_start(&p->retry, retry_fired, (uint64_t)p->backoff_ms, 0);
+                    why ? why : sp_strerror(status), delay);
+            if (!p->stopping) uv_timer_start(&p->retry, retry_fired, (uint64_t)delay, 0);
         } else if (sync && !p->stopping) {
             uv_timer_start(&p->retry, retry_fired, EMPTY_DELAY_MS, 0);
         } else {
@@ -384,7 +385,7 @@ static void lease_answered(void *ud, int status, const char *why, const sp_jobre
         maybe_finish(p);
         return;
     }
-    p->backoff_ms = 0;
+    sp_backoff_reset(&p->backoff);
 
     /* Copy every record before any handler runs: a handler that finishes at once acks, and
      * the records must not change under the copies still to be made. */
@@ -519,6 +520,7 @@ static char *default_name(size_t *len)
 sp_pool_t *sp_pool_new(uv_loop_t *loop, sp_backend_t *backend, const sp_pool_opts_t *opts)
 {
     sp_pool_t *p = calloc(1, sizeof *p);
+    if (p) sp_backoff_init(&p->backoff, RETRY_MIN_MS, RETRY_MAX_MS, 25);
     if (!p) return NULL;
     p->loop = loop;
     p->b = backend;
