@@ -288,6 +288,11 @@ int main(int argc, char **argv)
     ho.ud = &s;
     char bound[128];
     int rc = sp_http_server_start(s.loop, host, port, &ho, &s.http, bound, sizeof bound);
+    if (rc == UV_EINVAL) {
+        fprintf(stderr, "spool-server: --listen: '%s': HOST must be an IP address or localhost\n",
+                listen);
+        return 2;
+    }
     if (rc) {
         fprintf(stderr, "spool-server: cannot listen on %s: %s\n", listen, uv_strerror(rc));
         return 1;
