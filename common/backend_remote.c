@@ -330,7 +330,7 @@ static void op_answer_err(op_t *op, int status, const char *why)
         op->nmembers = 0;
         break;
     default: {
-        /* The pool reads nothing of the record on errors; a stub with the id is given. */
+        /* The pool reads nothing of the record on errors; a minimal record with the id is given. */
         sp_jobrec_t rec = {.id = op->id, .lease_expires_at = -1};
         op->cb.job(op->ud, status, why, status == 0 ? &rec : NULL);
         break;
@@ -376,7 +376,7 @@ static void answer_lease(op_t *op, const sp_http_resp_t *resp)
     op_free(op);
 }
 
-/* A job record, a heartbeat answer, or (for an answer that is not JSON) a stub. */
+/* A job record, a heartbeat answer, or (for an answer that is not JSON) a minimal record. */
 static void answer_job(op_t *op, const sp_http_resp_t *resp)
 {
     char err[8];
