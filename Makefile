@@ -9,7 +9,7 @@ LLHTTP_SRC_DIR ?= /usr/share/llhttp
 LLHTTP_INC_DIR ?= /usr/share/include/llhttp
 
 DEBIAN_DEPS = build-essential pkg-config libuv1-dev libcjson-dev libhiredis-dev libcmocka-dev \
-              node-llhttp redis-server wrk clang libclang-rt-14-dev python3
+              node-llhttp redis-server wrk clang libclang-rt-14-dev python3 tmux
 
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 INCLUDES = -Icommon -Iworker -Iserver -I$(LLHTTP_INC_DIR)
@@ -28,6 +28,7 @@ WORKER_MAIN = $(wildcard worker/main.c)
 CLI_SRC    = $(wildcard cli/*.c)
 LLHTTP_SRC = llhttp.c api.c http.c
 TEST_SRC   = $(wildcard tests/test_*.c)
+TEST_SCRIPTS = $(wildcard tests/test_*.sh)
 TESTSUP_SRC = $(wildcard tests/support/*.c)
 FUZZ_SRC   = $(wildcard tests/fuzz/fuzz_*.c)
 
@@ -137,7 +138,7 @@ test: deps
 	@SPOOL_BIN_DIR=$(CURDIR)/build/asan/bin SPOOL_SOURCE_DIR=$(CURDIR) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  tests/run.sh $(TEST_BINS) $(addprefix fuzz:,$(FUZZ_BINS))
+	  tests/run.sh $(TEST_BINS) $(TEST_SCRIPTS) $(addprefix fuzz:,$(FUZZ_BINS))
 
 # ---- fuzzing ---------------------------------------------------------------------------------
 FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined $(BASEFLAGS)
