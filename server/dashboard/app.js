@@ -253,6 +253,8 @@ function makeChart(container, title, yLabel, names) {
     height: 220,
     scales: { x: { time: true } },
     axes: [{}, { label: yLabel }],
+    // A static legend: the values under a cursor mean little in a screen that moves each second.
+    legend: { live: false },
     series: [{}].concat(names.map((n, i) => ({
       label: n,
       stroke: PALETTE[i % PALETTE.length],
