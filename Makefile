@@ -9,7 +9,7 @@ LLHTTP_SRC_DIR ?= /usr/share/llhttp
 LLHTTP_INC_DIR ?= /usr/share/include/llhttp
 
 DEBIAN_DEPS = build-essential pkg-config libuv1-dev libcjson-dev libhiredis-dev libcmocka-dev \
-              node-llhttp redis-server wrk clang libclang-rt-14-dev python3 tmux
+              node-llhttp redis-server wrk clang libclang-rt-14-dev python3 tmux chromium shellcheck python3-yaml systemd
 
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 INCLUDES = -Icommon -Iworker -Iserver -I$(LLHTTP_INC_DIR)
@@ -182,9 +182,20 @@ format:
 lint:
 	clang-format --dry-run --Werror $(FORMAT_SRC)
 
+# Binaries, systemd units (their ExecStart pointed at $(PREFIX)/bin) and each binary's --help as
+# a man-style text page. DESTDIR stages the tree for a package.
+UNITS = $(wildcard deploy/systemd/*.service)
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system \
+	  $(DESTDIR)$(PREFIX)/share/doc/spool
 	install -m 0755 $(addprefix build/bin/,$(BINS)) $(DESTDIR)$(PREFIX)/bin/
+	for u in $(UNITS); do \
+	  sed 's|/usr/local/|$(PREFIX)/|g' $$u > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) && \
+	  chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$(basename $$u) || exit 1; \
+	done
+	for b in $(BINS); do \
+	  bash deploy/helpdoc.sh build/bin/$$b > $(DESTDIR)$(PREFIX)/share/doc/spool/$$b.txt || exit 1; \
+	done
 
 clean:
 	rm -rf build

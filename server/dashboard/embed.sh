@@ -12,7 +12,7 @@ tmp="$out.tmp"
     echo '#include "dashboard.h"'
     i=0
     for f in "$@"; do
-        echo "static const unsigned char asset$i[] = {"
+        echo "static const unsigned char asset${i}[] = {"
         od -An -v -tu1 "$f" | awk '{ s = ""; for (k = 1; k <= NF; k++) s = s $k ","; print s }'
         echo "0};"
         i=$((i + 1))
