@@ -122,6 +122,7 @@ static int parse_schedule(const sp_json_val_t *f, const bool *given, int64_t now
         out->run_at = v > now ? v : now;
     }
     out->delayed = out->run_at > now;
+    out->parsed_at = now;
     return 0;
 }
 
