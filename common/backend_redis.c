@@ -28,9 +28,11 @@
 #define NSTATS 15
 
 /* The Lua library: ARGV[1] names the operation. Kept in step with docs/REDIS.md. */
+// clang-format off
 static const char lua_src[] =
     "local P = 'spool:'\n"
     "local EV = KEYS[1]\n"
+    "local EVT = {} -- this call's job events, published as one message at its end\n"
     "local F = {'id', 'q', 't', 'p', 's', 'pr', 'a', 'ma', 'to', 'bo', 'c', 'r', 'st', 'f', 'le',\n"
     "           'res', 'err', 'w', 'k', 'cr', 'l'}\n"
     "local T = redis.call('TIME')\n"
@@ -41,10 +43,8 @@ static const char lua_src[] =
     "                'job is running', 'job is already succeeded', 'job is already failed',\n"
     "                'job is already canceled'}\n"
     "local NOTRETRY = {[0] = 'job is scheduled, not failed or canceled',\n"
-    "                  'job is queued, not failed or canceled', 'job is running, not failed or "
-    "canceled',\n"
-    "                  'job is succeeded, not failed or canceled', 'job is failed', 'job is "
-    "canceled'}\n"
+    "                  'job is queued, not failed or canceled', 'job is running, not failed or canceled',\n"
+    "                  'job is succeeded, not failed or canceled', 'job is failed', 'job is canceled'}\n"
     "local ZS = {[0] = 'delayed', 'ready', 'active', 'done', 'done', 'done'}\n"
     "local function qk(q, s) return P .. '{' .. q .. '}:' .. s end\n"
     "local function jk(id) return P .. 'job:' .. id end\n"
@@ -55,29 +55,44 @@ static const char lua_src[] =
     "    redis.call('ZADD', P .. 'queues', redis.call('INCR', P .. 'qseq'), q)\n"
     "  end\n"
     "end\n"
-    "local function move(id, q, from, to)\n"
+    "-- Moves a job between states: out of the old state's sorted set, into the new one's, counts\n"
+    "-- and totals adjusted, one line for the events message. j holds fields the caller knows\n"
+    "-- (pr, r, le, a, st); without it they are read.\n"
+    "local function move(id, q, from, to, j)\n"
     "  local key = jk(id)\n"
+    "  if not j then\n"
+    "    local v = redis.call('HMGET', key, 'pr', 'r', 'le', 'a', 'st')\n"
+    "    j = {pr = v[1], r = v[2], le = v[3], a = v[4], st = v[5]}\n"
+    "  end\n"
     "  if from >= 0 then redis.call('ZREM', qk(q, ZS[from]), id) end\n"
+    "  local f = -1\n"
     "  if to == 0 then\n"
-    "    redis.call('ZADD', qk(q, 'delayed'), redis.call('HGET', key, 'r'), id)\n"
+    "    redis.call('ZADD', qk(q, 'delayed'), j.r, id)\n"
+    "    redis.call('HSET', key, 's', to)\n"
     "  elseif to == 1 then\n"
     "    local seq = redis.call('HINCRBY', qk(q, 'stats'), 'seq', 1)\n"
-    "    redis.call('ZADD', qk(q, 'ready'), (9 - num(redis.call('HGET', key, 'pr'), 5)) * SH + "
-    "seq, id)\n"
+    "    redis.call('ZADD', qk(q, 'ready'), (9 - num(j.pr, 5)) * SH + seq, id)\n"
+    "    redis.call('HSET', key, 's', to)\n"
     "  elseif to == 2 then\n"
-    "    redis.call('ZADD', qk(q, 'active'), redis.call('HGET', key, 'le'), id)\n"
+    "    redis.call('ZADD', qk(q, 'active'), j.le, id)\n"
+    "    redis.call('HSET', key, 's', to)\n"
     "  else\n"
-    "    redis.call('HSET', key, 'f', NOW)\n"
+    "    f = NOW\n"
+    "    redis.call('HSET', key, 's', to, 'f', NOW)\n"
     "    redis.call('ZADD', qk(q, 'done'), NOW, id)\n"
     "  end\n"
     "  local sk = qk(q, 'stats')\n"
     "  if from >= 0 then redis.call('HINCRBY', sk, 'c' .. from, -1) end\n"
     "  redis.call('HINCRBY', sk, 'c' .. to, 1)\n"
     "  if TOT[to] then redis.call('HINCRBY', sk, TOT[to], 1) end\n"
-    "  redis.call('HSET', key, 's', to)\n"
-    "  local v = redis.call('HMGET', key, 'a', 'r', 'st', 'f')\n"
-    "  redis.call('PUBLISH', EV, id .. ' ' .. from .. ' ' .. to .. ' ' .. (v[1] or 0) .. ' ' ..\n"
-    "             (v[2] or -1) .. ' ' .. (v[3] or -1) .. ' ' .. (v[4] or -1) .. ' ' .. q)\n"
+    "  EVT[#EVT + 1] = id .. ' ' .. from .. ' ' .. to .. ' ' .. (j.a or 0) .. ' ' .. (j.r or -1) ..\n"
+    "                  ' ' .. (j.st or -1) .. ' ' .. f .. ' ' .. q\n"
+    "end\n"
+    "-- ZADD of many score/member pairs, a thousand at a time (Lua's stack is bounded).\n"
+    "local function zadd_many(key, args)\n"
+    "  for i = 1, #args, 2000 do\n"
+    "    redis.call('ZADD', key, unpack(args, i, math.min(i + 1999, #args)))\n"
+    "  end\n"
     "end\n"
     "local function forget(id, q, s)\n"
     "  local key = jk(id)\n"
@@ -111,8 +126,7 @@ static const char lua_src[] =
     "  return v\n"
     "end\n"
     "local function stats(q)\n"
-    "  local v = redis.call('HMGET', qk(q, 'stats'), 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'enq', "
-    "'suc',\n"
+    "  local v = redis.call('HMGET', qk(q, 'stats'), 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'enq', 'suc',\n"
     "                       'fai', 'ret', 'lea', 'can', 'paused')\n"
     "  local out = {q, num(v[13], 0)}\n"
     "  for i = 1, 6 do out[#out + 1] = num(v[i], 0) end\n"
@@ -120,8 +134,7 @@ static const char lua_src[] =
     "  if num(v[2], 0) > 0 then\n"
     "    local rk = qk(q, 'ready')\n"
     "    for b = 0, 9 do\n"
-    "      local h = redis.call('ZRANGEBYSCORE', rk, b * SH, '(' .. ((b + 1) * SH), 'LIMIT', 0, "
-    "1)\n"
+    "      local h = redis.call('ZRANGEBYSCORE', rk, b * SH, '(' .. ((b + 1) * SH), 'LIMIT', 0, 1)\n"
     "      if h[1] then\n"
     "        local r = num(redis.call('HGET', jk(h[1]), 'r'), NOW)\n"
     "        if not oldest or r < oldest then oldest = r end\n"
@@ -133,10 +146,10 @@ static const char lua_src[] =
     "  return out\n"
     "end\n"
     "local op = ARGV[1]\n"
+    "local function dispatch()\n"
     "if op == 'submit' then\n"
     "  -- ARGV: op, idem_ttl_ms, max_depth, queue, n, then per job 9 fields:\n"
-    "  -- type, payload, priority, delay_ms (0 = now), max_attempts, timeout_ms, backoff_ms, "
-    "has_key, key\n"
+    "  -- type, payload, priority, delay_ms (0 = now), max_attempts, timeout_ms, backoff_ms, has_key, key\n"
     "  local ttl, maxd, q, n = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])\n"
     "  qreg(q)\n"
     "  local kind, ref, first = {}, {}, {}\n"
@@ -164,36 +177,67 @@ static const char lua_src[] =
     "    local depth = num(v[1], 0) + num(v[2], 0) + num(v[3], 0)\n"
     "    if nnew > maxd or depth > maxd - nnew then return {-5} end\n"
     "  end\n"
-    "  local ids = {}\n"
+    "  local ids, views = {}, {}\n"
+    "  if nnew > 0 then\n"
+    "    local nid = redis.call('INCRBY', P .. 'ids', nnew) - nnew\n"
+    "    local nready = 0\n"
+    "    for i = 1, n do\n"
+    "      if kind[i] == 'new' and tonumber(ARGV[6 + (i - 1) * 9 + 3]) <= 0 then nready = nready + 1 end\n"
+    "    end\n"
+    "    local seq = 0\n"
+    "    if nready > 0 then seq = redis.call('HINCRBY', qk(q, 'stats'), 'seq', nready) - nready end\n"
+    "    local all, ready, delayed = {}, {}, {}\n"
+    "    for i = 1, n do\n"
+    "      if kind[i] == 'new' then\n"
+    "        local b = 6 + (i - 1) * 9\n"
+    "        nid = nid + 1\n"
+    "        local id = nid\n"
+    "        ids[i] = id\n"
+    "        local delay = tonumber(ARGV[b + 3])\n"
+    "        local run, s = NOW, 1\n"
+    "        if delay > 0 then run, s = NOW + delay, 0 end\n"
+    "        local key = jk(id)\n"
+    "        local haskey = ARGV[b + 7] == '1'\n"
+    "        redis.call('HSET', key, 'id', id, 'q', q, 't', ARGV[b], 'p', ARGV[b + 1], 's', s,\n"
+    "                   'pr', ARGV[b + 2], 'a', 0, 'ma', ARGV[b + 4], 'to', ARGV[b + 5],\n"
+    "                   'bo', ARGV[b + 6], 'c', NOW, 'r', run)\n"
+    "        if haskey then\n"
+    "          redis.call('HSET', key, 'k', ARGV[b + 8])\n"
+    "          redis.call('SET', qk(q, 'idem:') .. ARGV[b + 8], id, 'PX', ttl)\n"
+    "        end\n"
+    "        all[#all + 1] = id\n"
+    "        all[#all + 1] = id\n"
+    "        if s == 1 then\n"
+    "          seq = seq + 1\n"
+    "          ready[#ready + 1] = (9 - tonumber(ARGV[b + 2])) * SH + seq\n"
+    "          ready[#ready + 1] = id\n"
+    "        else\n"
+    "          delayed[#delayed + 1] = run\n"
+    "          delayed[#delayed + 1] = id\n"
+    "        end\n"
+    "        EVT[#EVT + 1] = id .. ' -1 ' .. s .. ' 0 ' .. run .. ' -1 -1 ' .. q\n"
+    "        views[i] = {id, q, ARGV[b], ARGV[b + 1], s, ARGV[b + 2], 0, ARGV[b + 4], ARGV[b + 5],\n"
+    "                    ARGV[b + 6], NOW, run, false, false, false, false, false, false,\n"
+    "                    haskey and ARGV[b + 8] or false, false, false}\n"
+    "      end\n"
+    "    end\n"
+    "    zadd_many(qk(q, 'all'), all)\n"
+    "    zadd_many(qk(q, 'ready'), ready)\n"
+    "    zadd_many(qk(q, 'delayed'), delayed)\n"
+    "    local sk = qk(q, 'stats')\n"
+    "    redis.call('HINCRBY', sk, 'enq', nnew)\n"
+    "    if nready > 0 then redis.call('HINCRBY', sk, 'c1', nready) end\n"
+    "    if nnew > nready then redis.call('HINCRBY', sk, 'c0', nnew - nready) end\n"
+    "  end\n"
     "  local out = {0}\n"
     "  for i = 1, n do\n"
-    "    local b = 6 + (i - 1) * 9\n"
-    "    if kind[i] == 'new' then\n"
-    "      local id = redis.call('INCR', P .. 'ids')\n"
-    "      ids[i] = id\n"
-    "      local run = NOW\n"
-    "      if tonumber(ARGV[b + 3]) > 0 then run = NOW + tonumber(ARGV[b + 3]) end\n"
-    "      local key = jk(id)\n"
-    "      redis.call('HSET', key, 'id', id, 'q', q, 't', ARGV[b], 'p', ARGV[b + 1], 'pr', ARGV[b "
-    "+ 2],\n"
-    "                 'a', 0, 'ma', ARGV[b + 4], 'to', ARGV[b + 5], 'bo', ARGV[b + 6], 'c', NOW, "
-    "'r', run)\n"
-    "      if ARGV[b + 7] == '1' then\n"
-    "        redis.call('HSET', key, 'k', ARGV[b + 8])\n"
-    "        redis.call('SET', qk(q, 'idem:') .. ARGV[b + 8], id, 'PX', ttl)\n"
-    "      end\n"
-    "      redis.call('ZADD', qk(q, 'all'), id, id)\n"
-    "      redis.call('HINCRBY', qk(q, 'stats'), 'enq', 1)\n"
-    "      if run > NOW then move(id, q, -1, 0) else move(id, q, -1, 1) end\n"
-    "    elseif kind[i] == 'dup' then\n"
-    "      ids[i] = ids[ref[i]]\n"
-    "    else\n"
+    "    if kind[i] == 'dup' then\n"
+    "      ids[i], views[i] = ids[ref[i]], views[ref[i]]\n"
+    "    elseif kind[i] == 'old' then\n"
     "      ids[i] = ref[i]\n"
     "    end\n"
-    "  end\n"
-    "  for i = 1, n do\n"
     "    out[#out + 1] = (kind[i] == 'new') and 0 or 1\n"
-    "    out[#out + 1] = view(ids[i])\n"
+    "    out[#out + 1] = views[i] or view(ids[i])\n"
     "  end\n"
     "  return out\n"
     "elseif op == 'get' then\n"
@@ -225,8 +269,7 @@ static const char lua_src[] =
     "  return {0, view(id)}\n"
     "elseif op == 'lease' then\n"
     "  -- ARGV: op, max, has_worker, worker, salt (9 random digits), nqueues, queues...\n"
-    "  local max, hasw, worker, nq = tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4], "
-    "tonumber(ARGV[6])\n"
+    "  local max, hasw, worker, nq = tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4], tonumber(ARGV[6])\n"
     "  local queues = {}\n"
     "  if nq == 0 then\n"
     "    queues = redis.call('ZRANGE', P .. 'queues', 0, -1)\n"
@@ -240,19 +283,38 @@ static const char lua_src[] =
     "    if redis.call('HGET', qk(q, 'stats'), 'paused') ~= '1' then\n"
     "      promote(q, 1000)\n"
     "      local got = redis.call('ZPOPMIN', qk(q, 'ready'), max - n)\n"
-    "      for i = 1, #got, 2 do\n"
-    "        local id = got[i]\n"
-    "        local key = jk(id)\n"
-    "        local to = num(redis.call('HGET', key, 'to'), 30000)\n"
-    "        local token = ARGV[5] .. string.format('%010d', redis.call('INCR', P .. 'lease') % "
-    "10000000000)\n"
-    "        redis.call('HSET', key, 'l', token, 'st', NOW, 'le', NOW + to, 'cr', 0)\n"
-    "        if hasw then redis.call('HSET', key, 'w', worker) else redis.call('HDEL', key, 'w') "
-    "end\n"
-    "        redis.call('HINCRBY', key, 'a', 1)\n"
-    "        move(id, q, 1, 2)\n"
-    "        n = n + 1\n"
-    "        out[#out + 1] = view(id)\n"
+    "      local k = #got / 2\n"
+    "      if k > 0 then\n"
+    "        local tok = redis.call('INCRBY', P .. 'lease', k) - k\n"
+    "        local act = {}\n"
+    "        for i = 1, #got, 2 do\n"
+    "          local id = got[i]\n"
+    "          local key = jk(id)\n"
+    "          local j = view(id)\n"
+    "          tok = tok + 1\n"
+    "          local token = ARGV[5] .. string.format('%010d', tok % 10000000000)\n"
+    "          local le = NOW + num(j[9], 30000)\n"
+    "          local a = num(j[7], 0) + 1\n"
+    "          if hasw then\n"
+    "            redis.call('HSET', key, 'l', token, 'st', NOW, 'le', le, 'cr', 0, 'a', a, 's', 2,\n"
+    "                       'w', worker)\n"
+    "          else\n"
+    "            redis.call('HSET', key, 'l', token, 'st', NOW, 'le', le, 'cr', 0, 'a', a, 's', 2)\n"
+    "            if j[18] then redis.call('HDEL', key, 'w') end\n"
+    "          end\n"
+    "          act[#act + 1] = le\n"
+    "          act[#act + 1] = id\n"
+    "          j[5], j[7], j[13], j[15], j[20], j[21] = 2, a, NOW, le, 0, token\n"
+    "          j[18] = hasw and worker or false\n"
+    "          EVT[#EVT + 1] = id .. ' 1 2 ' .. a .. ' ' .. (j[12] or -1) .. ' ' .. NOW .. ' -1 ' .. q\n"
+    "          n = n + 1\n"
+    "          out[#out + 1] = j\n"
+    "        end\n"
+    "        zadd_many(qk(q, 'active'), act)\n"
+    "        local sk = qk(q, 'stats')\n"
+    "        redis.call('HINCRBY', sk, 'c1', -k)\n"
+    "        redis.call('HINCRBY', sk, 'c2', k)\n"
+    "        redis.call('HINCRBY', sk, 'lea', k)\n"
     "      end\n"
     "    end\n"
     "  end\n"
@@ -260,14 +322,23 @@ static const char lua_src[] =
     "elseif op == 'ack' then\n"
     "  -- ARGV: op, id, lease, has_result, result\n"
     "  local id, lease = ARGV[2], ARGV[3]\n"
-    "  local v = redis.call('HMGET', jk(id), 's', 'l')\n"
-    "  if v[1] == '3' and v[2] == lease then return {0, view(id)} end\n"
-    "  local j, err = leased(id, lease)\n"
-    "  if not j then return err end\n"
-    "  if ARGV[4] == '1' then redis.call('HSET', jk(id), 'res', ARGV[5]) else redis.call('HDEL', "
-    "jk(id), 'res') end\n"
-    "  move(id, j[4], 2, 3)\n"
-    "  return {0, view(id)}\n"
+    "  local j = view(id)\n"
+    "  if not j[1] then return {-3} end\n"
+    "  local s = tonumber(j[5])\n"
+    "  if s == 3 and j[21] == lease then return {0, j} end\n"
+    "  if s ~= 2 then return {-4, NOTRUN[s]} end\n"
+    "  if j[21] ~= lease then return {-4, \"lease is not the job's current lease\"} end\n"
+    "  if NOW > tonumber(j[15]) then return {-4, 'lease expired'} end\n"
+    "  if ARGV[4] == '1' then\n"
+    "    redis.call('HSET', jk(id), 'res', ARGV[5])\n"
+    "    j[16] = ARGV[5]\n"
+    "  elseif j[16] then\n"
+    "    redis.call('HDEL', jk(id), 'res')\n"
+    "    j[16] = false\n"
+    "  end\n"
+    "  move(id, j[2], 2, 3, {a = j[7], r = j[12], st = j[13]})\n"
+    "  j[5], j[14] = 3, NOW\n"
+    "  return {0, j}\n"
     "elseif op == 'fail' then\n"
     "  -- ARGV: op, id, lease, has_error, error, retry, retry_in_ms, random\n"
     "  local id, lease = ARGV[2], ARGV[3]\n"
@@ -285,8 +356,7 @@ static const char lua_src[] =
     "        delay = 0\n"
     "      else\n"
     "        local shift = a > 0 and a - 1 or 0\n"
-    "        if shift >= 22 then base = 3600000 else base = math.min(base * 2 ^ shift, 3600000) "
-    "end\n"
+    "        if shift >= 22 then base = 3600000 else base = math.min(base * 2 ^ shift, 3600000) end\n"
     "        delay = base + tonumber(ARGV[8]) % (math.floor(base / 10) + 1)\n"
     "      end\n"
     "    end\n"
@@ -324,8 +394,7 @@ static const char lua_src[] =
     "    if not redis.call('ZSCORE', P .. 'queues', ARGV[2]) then return {-3} end\n"
     "    out[2] = stats(ARGV[2])\n"
     "  else\n"
-    "    for _, q in ipairs(redis.call('ZRANGE', P .. 'queues', 0, -1)) do out[#out + 1] = "
-    "stats(q) end\n"
+    "    for _, q in ipairs(redis.call('ZRANGE', P .. 'queues', 0, -1)) do out[#out + 1] = stats(q) end\n"
     "  end\n"
     "  return out\n"
     "elseif op == 'pause' then\n"
@@ -336,7 +405,7 @@ static const char lua_src[] =
     "  local was = redis.call('HGET', sk, 'paused') == '1'\n"
     "  redis.call('HSET', sk, 'paused', ARGV[3])\n"
     "  if was and ARGV[3] == '0' and num(redis.call('HGET', sk, 'c1'), 0) > 0 then\n"
-    "    redis.call('PUBLISH', EV, '0 -1 1 0 -1 -1 -1 ' .. q)\n"
+    "    EVT[#EVT + 1] = '0 -1 1 0 -1 -1 -1 ' .. q\n"
     "  end\n"
     "  return {0, stats(q)}\n"
     "elseif op == 'list' then\n"
@@ -381,14 +450,12 @@ static const char lua_src[] =
     "  local acted = 0\n"
     "  for _, q in ipairs(redis.call('ZRANGE', P .. 'queues', 0, -1)) do\n"
     "    acted = acted + promote(q, 1000)\n"
-    "    local exp = redis.call('ZRANGEBYSCORE', qk(q, 'active'), '-inf', '(' .. NOW, 'LIMIT', 0, "
-    "1000)\n"
+    "    local exp = redis.call('ZRANGEBYSCORE', qk(q, 'active'), '-inf', '(' .. NOW, 'LIMIT', 0, 1000)\n"
     "    for _, id in ipairs(exp) do\n"
     "      local key = jk(id)\n"
     "      local v = redis.call('HMGET', key, 'le', 'st', 'cr', 'a', 'ma')\n"
     "      redis.call('HSET', key, 'err', 'lease expired after ' ..\n"
-    "                 string.format('%d', tonumber(v[1]) - tonumber(v[2])) .. ' ms without ack or "
-    "heartbeat')\n"
+    "                 string.format('%d', tonumber(v[1]) - tonumber(v[2])) .. ' ms without ack or heartbeat')\n"
     "      if v[3] == '1' then\n"
     "        move(id, q, 2, 5)\n"
     "      elseif tonumber(v[4]) < tonumber(v[5]) then\n"
@@ -409,7 +476,12 @@ static const char lua_src[] =
     "  end\n"
     "  return {0, acted}\n"
     "end\n"
-    "return {-2, 'unknown operation'}\n";
+    "return {-2, 'unknown operation'}\n"
+    "end\n"
+    "local res = dispatch()\n"
+    "if #EVT > 0 then redis.call('PUBLISH', EV, table.concat(EVT, '\\n')) end\n"
+    "return res\n";
+// clang-format on
 
 typedef enum {
     OP_SUBMIT,
@@ -733,7 +805,7 @@ static bool decode_job(const redisReply *r, sp_jobrec_t *o)
     memset(o, 0, sizeof *o);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != NFIELDS) return false;
     redisReply **e = r->element;
-    if (e[0]->type != REDIS_REPLY_STRING) return false;
+    if (e[0]->type != REDIS_REPLY_STRING && e[0]->type != REDIS_REPLY_INTEGER) return false;
     o->id = runum(e[0]);
     rstr(e[1], &o->queue, &o->queue_len);
     rstr(e[2], &o->type, &o->type_len);
@@ -1321,32 +1393,24 @@ static bool wait_wants_queue(const sp_be_wait_t *w, const char *q, size_t ql)
     return false;
 }
 
-/* A message on the events channel: "ID FROM TO ATTEMPTS RUN_AT STARTED FINISHED QUEUE". */
-static void on_event(redisAsyncContext *ac, void *reply, void *priv)
+/* One job event: "ID FROM TO ATTEMPTS RUN_AT STARTED FINISHED QUEUE". */
+static void event_line(redis_backend_t *rb, const char *m, size_t len)
 {
-    redis_backend_t *rb = priv;
-    redisReply *r = reply;
-    if (!r || rb->ev.ac != ac || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
-    const redisReply *kind = r->element[0];
-    if (kind->type != REDIS_REPLY_STRING) return;
-    if (strcmp(kind->str, "subscribe") == 0) {
-        rb->ev.ready = true;
-        rb->ev.backoff_ms = 0;
-        note_state(rb);
-        return;
-    }
-    if (strcmp(kind->str, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING) return;
-    const char *m = r->element[2]->str;
     long long f[7];
-    char *p = (char *)m;
+    char num[32];
+    size_t pos = 0;
     for (int i = 0; i < 7; i++) {
+        size_t k = 0;
+        while (pos < len && m[pos] != ' ' && k < sizeof num - 1) num[k++] = m[pos++];
+        num[k] = '\0';
+        if (k == 0 || pos >= len || m[pos] != ' ') return;
+        pos++;
         char *e;
-        f[i] = strtoll(p, &e, 10);
-        if (e == p || *e != ' ') return;
-        p = e + 1;
+        f[i] = strtoll(num, &e, 10);
+        if (*e) return;
     }
-    const char *q = p;
-    size_t ql = r->element[2]->len - (size_t)(p - m);
+    const char *q = m + pos;
+    size_t ql = len - pos;
     int to = (int)f[2];
     if (to == SP_STATE_QUEUED) {
         bool any = false;
@@ -1383,6 +1447,31 @@ static void on_event(redisAsyncContext *ac, void *reply, void *priv)
         rec.finished_at = f[6];
         rec.lease_expires_at = -1;
         rb->observe(rb->observe_ud, &rec, (int)f[1]);
+    }
+}
+
+/* A message on the events channel: the job events of one script call, one per line. */
+static void on_event(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redis_backend_t *rb = priv;
+    redisReply *r = reply;
+    if (!r || rb->ev.ac != ac || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
+    const redisReply *kind = r->element[0];
+    if (kind->type != REDIS_REPLY_STRING) return;
+    if (strcmp(kind->str, "subscribe") == 0) {
+        rb->ev.ready = true;
+        rb->ev.backoff_ms = 0;
+        note_state(rb);
+        return;
+    }
+    if (strcmp(kind->str, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING) return;
+    const char *m = r->element[2]->str;
+    const char *end = m + r->element[2]->len;
+    while (m < end) {
+        const char *nl = memchr(m, '\n', (size_t)(end - m));
+        const char *line_end = nl ? nl : end;
+        event_line(rb, m, (size_t)(line_end - m));
+        m = line_end + 1;
     }
 }
 
