@@ -145,6 +145,25 @@ static const char lua_src[] =
     "  for i = 7, 12 do out[#out + 1] = num(v[i], 0) end\n"
     "  return out\n"
     "end\n"
+    "local function ack_one(id, lease, hasres, res)\n"
+    "  local j = view(id)\n"
+    "  if not j[1] then return {-3} end\n"
+    "  local s = tonumber(j[5])\n"
+    "  if s == 3 and j[21] == lease then return {0, j} end\n"
+    "  if s ~= 2 then return {-4, NOTRUN[s]} end\n"
+    "  if j[21] ~= lease then return {-4, \"lease is not the job's current lease\"} end\n"
+    "  if NOW > tonumber(j[15]) then return {-4, 'lease expired'} end\n"
+    "  if hasres then\n"
+    "    redis.call('HSET', jk(id), 'res', res)\n"
+    "    j[16] = res\n"
+    "  elseif j[16] then\n"
+    "    redis.call('HDEL', jk(id), 'res')\n"
+    "    j[16] = false\n"
+    "  end\n"
+    "  move(id, j[2], 2, 3, {a = j[7], r = j[12], st = j[13]})\n"
+    "  j[5], j[14] = 3, NOW\n"
+    "  return {0, j}\n"
+    "end\n"
     "local op = ARGV[1]\n"
     "local function dispatch()\n"
     "if op == 'submit' then\n"
@@ -321,24 +340,15 @@ static const char lua_src[] =
     "  return out\n"
     "elseif op == 'ack' then\n"
     "  -- ARGV: op, id, lease, has_result, result\n"
-    "  local id, lease = ARGV[2], ARGV[3]\n"
-    "  local j = view(id)\n"
-    "  if not j[1] then return {-3} end\n"
-    "  local s = tonumber(j[5])\n"
-    "  if s == 3 and j[21] == lease then return {0, j} end\n"
-    "  if s ~= 2 then return {-4, NOTRUN[s]} end\n"
-    "  if j[21] ~= lease then return {-4, \"lease is not the job's current lease\"} end\n"
-    "  if NOW > tonumber(j[15]) then return {-4, 'lease expired'} end\n"
-    "  if ARGV[4] == '1' then\n"
-    "    redis.call('HSET', jk(id), 'res', ARGV[5])\n"
-    "    j[16] = ARGV[5]\n"
-    "  elseif j[16] then\n"
-    "    redis.call('HDEL', jk(id), 'res')\n"
-    "    j[16] = false\n"
+    "  return ack_one(ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5])\n"
+    "elseif op == 'acks' then\n"
+    "  -- ARGV: op, n, then per ack: id, lease, has_result, result; one answer per ack\n"
+    "  local out = {0}\n"
+    "  for i = 0, tonumber(ARGV[2]) - 1 do\n"
+    "    local b = 3 + i * 4\n"
+    "    out[#out + 1] = ack_one(ARGV[b], ARGV[b + 1], ARGV[b + 2] == '1', ARGV[b + 3])\n"
     "  end\n"
-    "  move(id, j[2], 2, 3, {a = j[7], r = j[12], st = j[13]})\n"
-    "  j[5], j[14] = 3, NOW\n"
-    "  return {0, j}\n"
+    "  return out\n"
     "elseif op == 'fail' then\n"
     "  -- ARGV: op, id, lease, has_error, error, retry, retry_in_ms, random\n"
     "  local id, lease = ARGV[2], ARGV[3]\n"
@@ -495,7 +505,8 @@ typedef enum {
     OP_PURGE,
     OP_REAP,
     OP_RELEASE_BACK,
-    OP_READY
+    OP_READY,
+    OP_ACKS
 } op_t;
 
 typedef struct redis_backend redis_backend_t;
@@ -547,6 +558,22 @@ typedef struct cmd {
     size_t n; /* batch size */
 } cmd_t;
 
+/* An ack waiting for the end of the loop turn: acks that arrive together go as one call. */
+typedef struct {
+    uint64_t id, lease;
+    char *result; /* a copy, or NULL for null */
+    size_t result_len;
+    sp_be_job_cb cb;
+    void *ud;
+} pending_ack_t;
+
+typedef struct {
+    size_t n;
+    pending_ack_t a[];
+} ack_batch_t;
+
+#define ACK_BATCH_MAX 1000
+
 typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_UP } conn_state_t;
 
 typedef struct {
@@ -575,6 +602,8 @@ struct redis_backend {
     uv_timer_t tick;
     uv_idle_t wake;
     bool wake_active;
+    uv_idle_t ackflush;
+    ack_batch_t *acks; /* pending, ACK_BATCH_MAX slots; NULL when none */
     bool reaping;
     bool was_up; /* for logging the outage once */
     bool closing;
@@ -1477,6 +1506,12 @@ static void on_event(redisAsyncContext *ac, void *reply, void *priv)
 
 /* ---- answering -------------------------------------------------------------------------- */
 
+static void ack_batch_free(ack_batch_t *ab)
+{
+    for (size_t i = 0; i < ab->n; i++) free(ab->a[i].result);
+    free(ab);
+}
+
 static void answer_error(op_t op, void *cb, void *ud, int st, const char *why)
 {
     switch (op) {
@@ -1507,6 +1542,12 @@ static void answer_error(op_t op, void *cb, void *ud, int st, const char *why)
     case OP_READY:
         ((sp_be_status_cb)cb)(ud, st, why);
         break;
+    case OP_ACKS: {
+        ack_batch_t *ab = ud;
+        for (size_t i = 0; i < ab->n; i++) ab->a[i].cb(ab->a[i].ud, st, why, NULL);
+        ack_batch_free(ab);
+        break;
+    }
     case OP_RELEASE_BACK:
         break;
     }
@@ -1706,6 +1747,34 @@ static void cmd_answer(redis_backend_t *rb, cmd_t *k, const redisReply *r)
         else
             ((sp_be_count_cb)k->cb)(k->ud, 0, NULL, r->elements > 1 ? runum(r->element[1]) : 0);
         break;
+    case OP_ACKS: {
+        ack_batch_t *ab = k->ud;
+        if (st == 0 && r->elements != 1 + ab->n) {
+            st = SP_EIO;
+            why = "unexpected reply from Redis";
+        }
+        for (size_t i = 0; i < ab->n; i++) {
+            pending_ack_t *p = &ab->a[i];
+            if (st) {
+                p->cb(p->ud, st, why, NULL);
+                continue;
+            }
+            const redisReply *e = r->element[1 + i];
+            const char *w2;
+            int s2 = reply_status(e, &w2);
+            sp_jobrec_t rec;
+            if (s2 == 0 && (e->elements < 2 || !decode_job(e->element[1], &rec))) {
+                s2 = SP_EIO;
+                w2 = "unexpected reply from Redis";
+            }
+            if (s2)
+                p->cb(p->ud, s2, w2, NULL);
+            else
+                p->cb(p->ud, 0, NULL, &rec);
+        }
+        ack_batch_free(ab);
+        break;
+    }
     case OP_READY:
         break;
     case OP_REAP:
@@ -1955,20 +2024,75 @@ static void lease_op(sp_backend_t *b, args_t *a, sp_be_job_cb cb, void *ud)
     run(rb_of(b), OP_JOB, (void *)cb, ud, NULL, 0, a);
 }
 
+/* Sends the pending acks as one "acks" call. */
+static void acks_send(redis_backend_t *rb)
+{
+    ack_batch_t *ab = rb->acks;
+    rb->acks = NULL;
+    if (!ab || ab->n == 0) {
+        free(ab);
+        return;
+    }
+    args_t a;
+    if (!args_init(&a, (int)(2 + 4 * ab->n), (int)(1 + 2 * ab->n))) {
+        answer_error(OP_ACKS, NULL, ab, SP_ENOMEM, "out of memory");
+        return;
+    }
+    arg_str(&a, "acks");
+    arg_u64(&a, ab->n);
+    for (size_t i = 0; i < ab->n; i++) {
+        pending_ack_t *p = &ab->a[i];
+        arg_u64(&a, p->id);
+        arg_u64(&a, p->lease);
+        arg_str(&a, p->result ? "1" : "0");
+        arg_bin(&a, p->result ? p->result : "", p->result ? p->result_len : 0);
+    }
+    run(rb, OP_ACKS, NULL, ab, NULL, ab->n, &a);
+}
+
+static void ackflush_cb(uv_idle_t *h)
+{
+    redis_backend_t *rb = sp_container_of(h, redis_backend_t, ackflush);
+    uv_idle_stop(h);
+    acks_send(rb);
+}
+
+/* Acks wait for the end of the loop turn, so that a worker pool finishing many jobs at once
+ * sends them in one script call. */
 static void op_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result,
                    size_t result_len, sp_be_job_cb cb, void *ud)
 {
-    args_t a;
-    if (!args_init(&a, 6, 2)) {
-        cb(ud, SP_ENOMEM, "out of memory", NULL);
+    redis_backend_t *rb = rb_of(b);
+    if (!usable(rb)) {
+        cb(ud, SP_EUNAVAIL, rb->closing ? "the backend is closing" : "Redis is unreachable", NULL);
         return;
     }
-    arg_str(&a, "ack");
-    arg_u64(&a, id);
-    arg_u64(&a, lease);
-    arg_str(&a, result ? "1" : "0");
-    arg_bin(&a, result ? result : "", result ? result_len : 0);
-    lease_op(b, &a, cb, ud);
+    if (!rb->acks) {
+        rb->acks = malloc(sizeof *rb->acks + ACK_BATCH_MAX * sizeof(pending_ack_t));
+        if (!rb->acks) {
+            cb(ud, SP_ENOMEM, "out of memory", NULL);
+            return;
+        }
+        rb->acks->n = 0;
+        uv_idle_start(&rb->ackflush, ackflush_cb);
+    }
+    pending_ack_t *p = &rb->acks->a[rb->acks->n];
+    p->result = NULL;
+    p->result_len = 0;
+    if (result) {
+        p->result = malloc(result_len ? result_len : 1);
+        if (!p->result) {
+            cb(ud, SP_ENOMEM, "out of memory", NULL);
+            return;
+        }
+        if (result_len) memcpy(p->result, result, result_len);
+        p->result_len = result_len;
+    }
+    p->id = id;
+    p->lease = lease;
+    p->cb = cb;
+    p->ud = ud;
+    if (++rb->acks->n == ACK_BATCH_MAX) acks_send(rb);
 }
 
 static void op_fail(sp_backend_t *b, uint64_t id, uint64_t lease, const char *error,
@@ -2156,6 +2280,12 @@ static void op_close(sp_backend_t *b, void (*done)(void *ud), void *ud)
         wait_end(w);
         cb(wud, SP_EUNAVAIL, "the backend is closing", NULL);
     }
+    if (rb->acks) {
+        ack_batch_t *ab = rb->acks;
+        rb->acks = NULL;
+        answer_error(OP_ACKS, NULL, ab, SP_EUNAVAIL, "the backend is closing");
+    }
+    uv_close((uv_handle_t *)&rb->ackflush, handle_closed);
     conn_t *conns[2] = {&rb->cmd, &rb->ev};
     for (int i = 0; i < 2; i++) {
         redisAsyncContext *ac = conns[i]->ac;
@@ -2231,9 +2361,11 @@ int sp_backend_redis_new(uv_loop_t *loop, const sp_backend_redis_opts_t *o, sp_b
     list_init(&rb->get_waits);
     uv_timer_init(loop, &rb->tick);
     uv_idle_init(loop, &rb->wake);
+    uv_idle_init(loop, &rb->ackflush);
     rb->tick.data = rb;
     rb->wake.data = rb;
-    rb->open_handles = 2;
+    rb->ackflush.data = rb;
+    rb->open_handles = 3;
     conn_start(rb, &rb->cmd);
     conn_start(rb, &rb->ev);
     uv_timer_start(&rb->tick, tick_cb, TICK_MS, TICK_MS);
