@@ -506,7 +506,8 @@ typedef enum {
     OP_REAP,
     OP_RELEASE_BACK,
     OP_READY,
-    OP_ACKS
+    OP_ACKS,
+    OP_SUBMITS
 } op_t;
 
 typedef struct redis_backend redis_backend_t;
@@ -574,6 +575,20 @@ typedef struct {
 
 #define ACK_BATCH_MAX 1000
 
+/* Single submissions to one queue in one loop turn, sent as one "submit" call (answered one by
+ * one). Specs are copied, payloads included. */
+typedef struct subgroup {
+    struct subgroup *next;
+    char *queue;
+    size_t queue_len;
+    size_t n, cap;
+    sp_job_spec_t *specs;
+    sp_be_submit_cb *cbs;
+    void **uds;
+} subgroup_t;
+
+#define SUBMIT_GROUP_MAX 1000
+
 typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_UP } conn_state_t;
 
 typedef struct {
@@ -602,8 +617,9 @@ struct redis_backend {
     uv_timer_t tick;
     uv_idle_t wake;
     bool wake_active;
-    uv_idle_t ackflush;
-    ack_batch_t *acks; /* pending, ACK_BATCH_MAX slots; NULL when none */
+    uv_idle_t ackflush; /* sends what waited for the end of the loop turn: acks, submissions */
+    ack_batch_t *acks;  /* pending, ACK_BATCH_MAX slots; NULL when none */
+    subgroup_t *subs;   /* pending single submissions, one group per queue */
     bool reaping;
     bool was_up; /* for logging the outage once */
     bool closing;
@@ -1512,6 +1528,16 @@ static void ack_batch_free(ack_batch_t *ab)
     free(ab);
 }
 
+static void subgroup_free(subgroup_t *g)
+{
+    for (size_t i = 0; i < g->n; i++) free((char *)g->specs[i].payload);
+    free(g->specs);
+    free(g->cbs);
+    free(g->uds);
+    free(g->queue);
+    free(g);
+}
+
 static void answer_error(op_t op, void *cb, void *ud, int st, const char *why)
 {
     switch (op) {
@@ -1546,6 +1572,12 @@ static void answer_error(op_t op, void *cb, void *ud, int st, const char *why)
         ack_batch_t *ab = ud;
         for (size_t i = 0; i < ab->n; i++) ab->a[i].cb(ab->a[i].ud, st, why, NULL);
         ack_batch_free(ab);
+        break;
+    }
+    case OP_SUBMITS: {
+        subgroup_t *g = ud;
+        for (size_t i = 0; i < g->n; i++) g->cbs[i](g->uds[i], st, why, NULL, false);
+        subgroup_free(g);
         break;
     }
     case OP_RELEASE_BACK:
@@ -1775,6 +1807,24 @@ static void cmd_answer(redis_backend_t *rb, cmd_t *k, const redisReply *r)
         ack_batch_free(ab);
         break;
     }
+    case OP_SUBMITS: {
+        subgroup_t *g = k->ud;
+        if (st == 0 && r->elements != 1 + 2 * g->n) {
+            st = SP_EIO;
+            why = "unexpected reply from Redis";
+        }
+        for (size_t i = 0; i < g->n; i++) {
+            sp_jobrec_t rec;
+            if (st)
+                g->cbs[i](g->uds[i], st, why, NULL, false);
+            else if (!decode_job(r->element[2 + 2 * i], &rec))
+                g->cbs[i](g->uds[i], SP_EIO, "unexpected reply from Redis", NULL, false);
+            else
+                g->cbs[i](g->uds[i], 0, NULL, &rec, rnum(r->element[1 + 2 * i], 0) == 1);
+        }
+        subgroup_free(g);
+        break;
+    }
     case OP_READY:
         break;
     case OP_REAP:
@@ -1872,10 +1922,93 @@ static void submit_args(redis_backend_t *rb, args_t *a, const char *queue, size_
     arg_u64(a, n);
 }
 
+static void flush_start(redis_backend_t *rb);
+
+static void subgroup_send(redis_backend_t *rb, subgroup_t *g)
+{
+    args_t a;
+    if (!args_init(&a, (int)(6 + 9 * g->n), (int)(4 + 5 * g->n))) {
+        answer_error(OP_SUBMITS, NULL, g, SP_ENOMEM, "out of memory");
+        return;
+    }
+    submit_args(rb, &a, g->queue, g->queue_len, g->n);
+    for (size_t i = 0; i < g->n; i++) spec_args(&a, &g->specs[i]);
+    run(rb, OP_SUBMITS, NULL, g, NULL, g->n, &a);
+}
+
+static void subs_send(redis_backend_t *rb)
+{
+    subgroup_t *g = rb->subs;
+    rb->subs = NULL;
+    while (g) {
+        subgroup_t *next = g->next;
+        subgroup_send(rb, g);
+        g = next;
+    }
+}
+
+/* Adds a copy of spec to the queue's pending group; false when out of memory. */
+static bool subgroup_add(redis_backend_t *rb, const char *queue, size_t queue_len,
+                         const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud)
+{
+    subgroup_t **gp = &rb->subs;
+    while (*gp && !((*gp)->queue_len == queue_len && memcmp((*gp)->queue, queue, queue_len) == 0))
+        gp = &(*gp)->next;
+    subgroup_t *g = *gp;
+    if (!g) {
+        g = calloc(1, sizeof *g);
+        if (!g) return false;
+        g->queue = malloc(queue_len ? queue_len : 1);
+        if (!g->queue) {
+            free(g);
+            return false;
+        }
+        memcpy(g->queue, queue, queue_len);
+        g->queue_len = queue_len;
+        *gp = g;
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 16;
+        sp_job_spec_t *s = realloc(g->specs, cap * sizeof *s);
+        if (s) g->specs = s;
+        sp_be_submit_cb *c = realloc(g->cbs, cap * sizeof *c);
+        if (c) g->cbs = c;
+        void **u = realloc(g->uds, cap * sizeof *u);
+        if (u) g->uds = u;
+        if (!s || !c || !u) return false;
+        g->cap = cap;
+    }
+    char *payload = NULL;
+    if (spec->payload) {
+        payload = malloc(spec->payload_len ? spec->payload_len : 1);
+        if (!payload) return false;
+        memcpy(payload, spec->payload, spec->payload_len);
+    }
+    g->specs[g->n] = *spec;
+    g->specs[g->n].payload = payload;
+    g->cbs[g->n] = cb;
+    g->uds[g->n] = ud;
+    if (++g->n == SUBMIT_GROUP_MAX) {
+        *gp = g->next;
+        subgroup_send(rb, g);
+    }
+    return true;
+}
+
+/* Submissions wait for the end of the loop turn: those of one turn to one queue go as one
+ * script call. Not with max_depth, where a batch is refused as a whole. */
 static void op_submit(sp_backend_t *b, const char *queue, size_t queue_len,
                       const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud)
 {
     redis_backend_t *rb = rb_of(b);
+    if (!rb->max_depth && usable(rb)) {
+        if (!subgroup_add(rb, queue, queue_len, spec, cb, ud)) {
+            cb(ud, SP_ENOMEM, "out of memory", NULL, false);
+            return;
+        }
+        flush_start(rb);
+        return;
+    }
     args_t a;
     if (!args_init(&a, 16, 8)) {
         cb(ud, SP_ENOMEM, "out of memory", NULL, false);
@@ -2054,7 +2187,13 @@ static void ackflush_cb(uv_idle_t *h)
 {
     redis_backend_t *rb = sp_container_of(h, redis_backend_t, ackflush);
     uv_idle_stop(h);
+    subs_send(rb);
     acks_send(rb);
+}
+
+static void flush_start(redis_backend_t *rb)
+{
+    if (!uv_is_active((uv_handle_t *)&rb->ackflush)) uv_idle_start(&rb->ackflush, ackflush_cb);
 }
 
 /* Acks wait for the end of the loop turn, so that a worker pool finishing many jobs at once
@@ -2074,7 +2213,7 @@ static void op_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *res
             return;
         }
         rb->acks->n = 0;
-        uv_idle_start(&rb->ackflush, ackflush_cb);
+        flush_start(rb);
     }
     pending_ack_t *p = &rb->acks->a[rb->acks->n];
     p->result = NULL;
@@ -2284,6 +2423,11 @@ static void op_close(sp_backend_t *b, void (*done)(void *ud), void *ud)
         ack_batch_t *ab = rb->acks;
         rb->acks = NULL;
         answer_error(OP_ACKS, NULL, ab, SP_EUNAVAIL, "the backend is closing");
+    }
+    while (rb->subs) {
+        subgroup_t *g = rb->subs;
+        rb->subs = g->next;
+        answer_error(OP_SUBMITS, NULL, g, SP_EUNAVAIL, "the backend is closing");
     }
     uv_close((uv_handle_t *)&rb->ackflush, handle_closed);
     conn_t *conns[2] = {&rb->cmd, &rb->ev};
