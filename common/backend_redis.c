@@ -50,6 +50,13 @@ static const char lua_src[] =
     "local function jk(id) return P .. 'job:' .. id end\n"
     "local function view(id) return redis.call('HMGET', jk(id), unpack(F)) end\n"
     "local function num(v, d) return tonumber(v) or d end\n"
+    "-- When a job given 'D' (a delay in ms) or '@T' (a time) is due; nil when it is due now.\n"
+    "local function due_at(d)\n"
+    "  local at\n"
+    "  if string.sub(d, 1, 1) == '@' then at = tonumber(string.sub(d, 2)) else at = NOW + tonumber(d) end\n"
+    "  if at > NOW then return at end\n"
+    "  return nil\n"
+    "end\n"
     "local function qreg(q)\n"
     "  if not redis.call('ZSCORE', P .. 'queues', q) then\n"
     "    redis.call('ZADD', P .. 'queues', redis.call('INCR', P .. 'qseq'), q)\n"
@@ -145,7 +152,8 @@ static const char lua_src[] =
     "  for i = 7, 12 do out[#out + 1] = num(v[i], 0) end\n"
     "  return out\n"
     "end\n"
-    "local function ack_one(id, lease, hasres, res)\n"
+    "-- Acks one job. With bulk, its sorted-set moves and counters are left to ack_flush.\n"
+    "local function ack_one(id, lease, hasres, res, bulk)\n"
     "  local j = view(id)\n"
     "  if not j[1] then return {-3} end\n"
     "  local s = tonumber(j[5])\n"
@@ -153,22 +161,57 @@ static const char lua_src[] =
     "  if s ~= 2 then return {-4, NOTRUN[s]} end\n"
     "  if j[21] ~= lease then return {-4, \"lease is not the job's current lease\"} end\n"
     "  if NOW > tonumber(j[15]) then return {-4, 'lease expired'} end\n"
+    "  local key = jk(id)\n"
     "  if hasres then\n"
-    "    redis.call('HSET', jk(id), 'res', res)\n"
+    "    if bulk then redis.call('HSET', key, 'res', res, 's', 3, 'f', NOW)\n"
+    "    else redis.call('HSET', key, 'res', res) end\n"
     "    j[16] = res\n"
-    "  elseif j[16] then\n"
-    "    redis.call('HDEL', jk(id), 'res')\n"
+    "  else\n"
+    "    if j[16] then redis.call('HDEL', key, 'res') end\n"
+    "    if bulk then redis.call('HSET', key, 's', 3, 'f', NOW) end\n"
     "    j[16] = false\n"
     "  end\n"
-    "  move(id, j[2], 2, 3, {a = j[7], r = j[12], st = j[13]})\n"
+    "  if bulk then\n"
+    "    local q = j[2]\n"
+    "    local g = bulk.map[q]\n"
+    "    if not g then\n"
+    "      g = {}\n"
+    "      bulk.map[q] = g\n"
+    "      bulk.order[#bulk.order + 1] = q\n"
+    "    end\n"
+    "    g[#g + 1] = id\n"
+    "    EVT[#EVT + 1] = id .. ' 2 3 ' .. (j[7] or 0) .. ' ' .. (j[12] or -1) .. ' ' ..\n"
+    "                    (j[13] or -1) .. ' ' .. NOW .. ' ' .. q\n"
+    "  else\n"
+    "    move(id, j[2], 2, 3, {a = j[7], r = j[12], st = j[13]})\n"
+    "  end\n"
     "  j[5], j[14] = 3, NOW\n"
     "  return {0, j}\n"
+    "end\n"
+    "local function ack_flush(bulk)\n"
+    "  for _, q in ipairs(bulk.order) do\n"
+    "    local ids = bulk.map[q]\n"
+    "    for i = 1, #ids, 1000 do\n"
+    "      local part, zd = {}, {}\n"
+    "      for k = i, math.min(i + 999, #ids) do\n"
+    "        part[#part + 1] = ids[k]\n"
+    "        zd[#zd + 1] = NOW\n"
+    "        zd[#zd + 1] = ids[k]\n"
+    "      end\n"
+    "      redis.call('ZREM', qk(q, 'active'), unpack(part))\n"
+    "      redis.call('ZADD', qk(q, 'done'), unpack(zd))\n"
+    "    end\n"
+    "    local sk = qk(q, 'stats')\n"
+    "    redis.call('HINCRBY', sk, 'c2', -#ids)\n"
+    "    redis.call('HINCRBY', sk, 'c3', #ids)\n"
+    "    redis.call('HINCRBY', sk, 'suc', #ids)\n"
+    "  end\n"
     "end\n"
     "local op = ARGV[1]\n"
     "local function dispatch()\n"
     "if op == 'submit' then\n"
     "  -- ARGV: op, idem_ttl_ms, max_depth, queue, n, then per job 9 fields:\n"
-    "  -- type, payload, priority, delay_ms (0 = now), max_attempts, timeout_ms, backoff_ms, has_key, key\n"
+    "  -- type, payload, priority, delay_ms or @run_at, max_attempts, timeout_ms, backoff_ms, has_key, key\n"
     "  local ttl, maxd, q, n = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])\n"
     "  qreg(q)\n"
     "  local kind, ref, first = {}, {}, {}\n"
@@ -201,7 +244,7 @@ static const char lua_src[] =
     "    local nid = redis.call('INCRBY', P .. 'ids', nnew) - nnew\n"
     "    local nready = 0\n"
     "    for i = 1, n do\n"
-    "      if kind[i] == 'new' and tonumber(ARGV[6 + (i - 1) * 9 + 3]) <= 0 then nready = nready + 1 end\n"
+    "      if kind[i] == 'new' and not due_at(ARGV[6 + (i - 1) * 9 + 3]) then nready = nready + 1 end\n"
     "    end\n"
     "    local seq = 0\n"
     "    if nready > 0 then seq = redis.call('HINCRBY', qk(q, 'stats'), 'seq', nready) - nready end\n"
@@ -212,9 +255,9 @@ static const char lua_src[] =
     "        nid = nid + 1\n"
     "        local id = nid\n"
     "        ids[i] = id\n"
-    "        local delay = tonumber(ARGV[b + 3])\n"
     "        local run, s = NOW, 1\n"
-    "        if delay > 0 then run, s = NOW + delay, 0 end\n"
+    "        local at = due_at(ARGV[b + 3])\n"
+    "        if at then run, s = at, 0 end\n"
     "        local key = jk(id)\n"
     "        local haskey = ARGV[b + 7] == '1'\n"
     "        redis.call('HSET', key, 'id', id, 'q', q, 't', ARGV[b], 'p', ARGV[b + 1], 's', s,\n"
@@ -344,10 +387,12 @@ static const char lua_src[] =
     "elseif op == 'acks' then\n"
     "  -- ARGV: op, n, then per ack: id, lease, has_result, result; one answer per ack\n"
     "  local out = {0}\n"
+    "  local bulk = {map = {}, order = {}}\n"
     "  for i = 0, tonumber(ARGV[2]) - 1 do\n"
     "    local b = 3 + i * 4\n"
-    "    out[#out + 1] = ack_one(ARGV[b], ARGV[b + 1], ARGV[b + 2] == '1', ARGV[b + 3])\n"
+    "    out[#out + 1] = ack_one(ARGV[b], ARGV[b + 1], ARGV[b + 2] == '1', ARGV[b + 3], bulk)\n"
     "  end\n"
+    "  ack_flush(bulk)\n"
     "  return out\n"
     "elseif op == 'fail' then\n"
     "  -- ARGV: op, id, lease, has_error, error, retry, retry_in_ms, random\n"
@@ -1902,9 +1947,20 @@ static void spec_args(args_t *a, const sp_job_spec_t *s)
     arg_bin(a, s->type, s->type_len);
     arg_bin(a, s->payload ? s->payload : "null", s->payload ? s->payload_len : 4);
     arg_i64(a, s->priority);
-    /* Relative: the script adds it to Redis's clock, which decides when the job is due. */
-    int64_t delay = s->delayed ? s->run_at - (s->parsed_at ? s->parsed_at : sp_now_ms()) : 0;
-    arg_i64(a, delay > 0 ? delay : 0);
+    /* A time given by the client is kept as given; a delay is added to Redis's clock, which
+     * decides when the job is due, so that run_at - created_at is the delay asked for. */
+    if (s->delayed && s->run_at_given) {
+        char *b = a->nnum < a->numcap ? a->num[a->nnum++] : NULL;
+        if (!b) {
+            a->over = true;
+            return;
+        }
+        int n = snprintf(b, 24, "@%lld", (long long)s->run_at);
+        arg_bin(a, b, (size_t)n);
+    } else {
+        int64_t delay = s->delayed ? s->run_at - (s->parsed_at ? s->parsed_at : sp_now_ms()) : 0;
+        arg_i64(a, delay > 0 ? delay : 0);
+    }
     arg_i64(a, s->max_attempts);
     arg_i64(a, s->timeout_ms);
     arg_i64(a, s->backoff_ms);
