@@ -15,7 +15,8 @@ WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 INCLUDES = -Icommon -Iworker -Iserver -I$(LLHTTP_INC_DIR)
 BASEFLAGS = -std=c11 -D_GNU_SOURCE -g -pthread $(INCLUDES) \
             $(shell pkg-config --cflags libuv 2>/dev/null)
-LDLIBS   = $(shell pkg-config --libs libuv 2>/dev/null || echo -luv) -ldl -lm -pthread
+LDLIBS   = $(shell pkg-config --libs libuv 2>/dev/null || echo -luv) \
+           $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis) -ldl -lm -pthread
 
 REL_CFLAGS  = -O2 $(BASEFLAGS)
 ASAN_CFLAGS = -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
@@ -130,15 +131,19 @@ build/asan/test/%: build/asan/obj/tests/%.o $(TESTSUP_OBJ) $(SERVER_LIB_OBJ) $(A
 	@mkdir -p $(dir $@)
 	$(CC) $(ASAN_CFLAGS) -o $@ $^ -lcmocka $(shell pkg-config --libs libcjson 2>/dev/null || echo -lcjson) $(LDLIBS)
 
+# The HTTP integration tests that run a second time with every spool-server on Redis.
+REDIS_TEST_BINS = $(addprefix build/asan/test/,test_api_jobs test_api_worker test_api_queues)
+
 test-bin: $(addprefix build/asan/bin/,$(BINS)) $(TEST_BINS) fuzz-bin all
 
 # Unit tests first (fast), then the integration tests that start real processes.
 test: deps
 	@$(MAKE) --no-print-directory test-bin
-	@SPOOL_BIN_DIR=$(CURDIR)/build/asan/bin SPOOL_SOURCE_DIR=$(CURDIR) \
+	@export SPOOL_BIN_DIR=$(CURDIR)/build/asan/bin SPOOL_SOURCE_DIR=$(CURDIR) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  tests/run.sh $(TEST_BINS) $(TEST_SCRIPTS) $(addprefix fuzz:,$(FUZZ_BINS))
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1; \
+	  tests/run.sh $(TEST_BINS) $(TEST_SCRIPTS) $(addprefix redis:,$(REDIS_TEST_BINS)) \
+	    $(addprefix fuzz:,$(FUZZ_BINS))
 
 # ---- fuzzing ---------------------------------------------------------------------------------
 FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined $(BASEFLAGS)

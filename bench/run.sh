@@ -4,10 +4,14 @@
 # each figure beside its target. It reports and does not judge: it exits 0 when every figure
 # was measured, whatever the figures are, and non-zero when something could not be measured.
 #
-# usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e] [remote]
+# usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e] [remote] [redis]
 #   no names: every measurement; "nginx" alone runs only the nginx half of "submit".
+#   redis: the Redis backend (a redis-server of its own): single submits over HTTP (wrk), batch
+#   submits, and a drain by one spool-worker --backend redis://, each with the Redis round trips
+#   per job counted from INFO commandstats.
 #   --quick: short runs (3 s, one round, fewer jobs) to check that the harness works.
-# environment: SPOOL_SERVER (default build/bin/spool-server), BENCH_DURATION (wrk, default 10s),
+# environment: SPOOL_SERVER (default build/bin/spool-server), SPOOL_WORKER (default
+#   build/bin/spool-worker), BENCH_DURATION (wrk, default 10s),
 #   BENCH_RUNS (rounds of the submit benchmark, default 3), BENCH_PIN (0 = no CPU pinning).
 set -uo pipefail
 
@@ -26,6 +30,8 @@ MEMORY_JOBS=1000000
 E2E_JOBS=100000
 E2E_WORKERS=(8 64)
 REMOTE_CONCURRENCY=${REMOTE_CONCURRENCY:-1000}
+REDIS_DRAIN_JOBS=100000
+REDIS_DRAIN_CONCURRENCY=100
 # A batch of 10 000 jobs with 100-byte payloads is about 1.3 MB, over the default 1 MiB limit.
 BATCH_MAX_BODY=16M
 
@@ -474,6 +480,136 @@ bench_remote() {
     "one spool-worker" "$rate" "$(verdict lt 30000 "$rate")")"
 }
 
+# ---- the Redis backend -----------------------------------------------------------------------
+
+REDIS_PID=""
+REDIS_PORT=""
+start_redis() {
+  local try port pid
+  command -v redis-server >/dev/null || { log "redis-server is not installed"; return 1; }
+  for try in 1 2 3; do
+    port=$(free_port) || return 1
+    mkdir -p "$TMP/redis-$port"
+    "${SERVER_CPU[@]}" redis-server --port "$port" --bind 127.0.0.1 --dir "$TMP/redis-$port" \
+      --save "" --appendonly yes --logfile "$TMP/redis-$port/log" >/dev/null 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    if wait_listening "$port" "$pid"; then
+      REDIS_PID=$pid
+      REDIS_PORT=$port
+      return 0
+    fi
+    stop_pid "$pid"
+  done
+  return 1
+}
+
+rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
+
+# Script calls (EVALSHA, EVAL) and other commands the clients sent since the last CONFIG
+# RESETSTAT; commands run inside scripts are counted apart by Redis but are not round trips.
+round_trips() {
+  rcli INFO commandstats | tr -d '\r' | awk -F'[:=,]' '
+    /^cmdstat_(evalsha|eval|ping|select|script|subscribe)/ { n += $3 }
+    END { print n + 0 }'
+}
+
+per_job() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+
+bench_redis() {
+  local url line rate rt jobs secs start now done_n s_rps
+  log "5. Redis backend: single submits (wrk), batch submits, drain by one spool-worker"
+  if [ ! -x "$WORKER" ]; then failed "redis: $WORKER is not built"; return; fi
+  ensure_wrk || { failed "redis: wrk is not available"; return; }
+  start_redis || { failed "redis: redis-server did not start"; return; }
+  url="redis://127.0.0.1:$REDIS_PORT"
+  report "5. Redis backend: one redis-server (AOF on, everysec), $(redis-server --version | awk '{ print $3 }')"
+
+  # a. single submits over HTTP
+  write_lua || { failed "redis: could not write the wrk script"; return; }
+  if start_spool redis-submit --backend "$url"; then
+    rcli CONFIG RESETSTAT >/dev/null
+    if line=$(run_wrk "http://127.0.0.1:$SPOOL_PORT/v1/queues/bench/jobs" "$TMP/wrk-redis.txt"); then
+      read -r s_rps _ _ _ _ <<<"$line"
+      jobs=$(rcli HGET 'spool:{bench}:stats' enq)
+      rt=$(round_trips)
+      log "  single submits: $line; $jobs jobs, $rt round trips"
+      report "$(printf '   %-22s %9s req/s   %s Redis round trips per job   (BullMQ add: ~31000/s)' \
+        "single submit (HTTP)" "$s_rps" "$(per_job "$rt" "$jobs")")"
+    else
+      failed "redis: wrk against spool-server on Redis failed"
+    fi
+    stop_spool_quiet
+  else
+    failed "redis: spool-server --backend $url did not start"
+  fi
+  rcli FLUSHALL >/dev/null
+
+  # b. batch submits
+  if start_spool redis-batch --backend "$url" --max-body "$BATCH_MAX_BODY"; then
+    rcli CONFIG RESETSTAT >/dev/null
+    if line=$(timeout $((RATE_SECONDS + 120)) "${CLIENT_CPU[@]}" python3 "$CLIENT" rate \
+      --port "$SPOOL_PORT" --batch "$BATCH" --seconds "$RATE_SECONDS" --server-pid "$SPOOL_PID"); then
+      rate=$(kv "$line" jobs_per_s)
+      jobs=$(rcli HGET 'spool:{bench}:stats' enq)
+      rt=$(round_trips)
+      log "  batch: $line; $jobs jobs, $rt round trips"
+      report "$(printf '   %-22s %9s jobs/s  %s Redis round trips per job   (BullMQ addBulk: ~22000/s)' \
+        "batch submit" "$rate" "$(per_job "$rt" "$jobs")")"
+    else
+      failed "redis: batch client failed"
+    fi
+    stop_spool_quiet
+  else
+    failed "redis: spool-server --backend $url did not start"
+  fi
+  rcli FLUSHALL >/dev/null
+
+  # c. drain: jobs queued first, then one spool-worker takes them straight from Redis
+  if start_spool redis-drain --backend "$url" --max-body "$BATCH_MAX_BODY"; then
+    if timeout 600 "${CLIENT_CPU[@]}" python3 "$CLIENT" submit --port "$SPOOL_PORT" \
+      --batch "$BATCH" --total "$REDIS_DRAIN_JOBS" >/dev/null; then
+      stop_spool_quiet
+      rcli CONFIG RESETSTAT >/dev/null
+      "$WORKER" --backend "$url" --concurrency "$REDIS_DRAIN_CONCURRENCY" --log-level warn \
+        >"$TMP/worker.out" 2>"$TMP/worker.err" &
+      local wpid=$!
+      PIDS+=("$wpid")
+      start=$(date +%s.%N)
+      done_n=0
+      while :; do
+        done_n=$(rcli HGET 'spool:{bench}:stats' suc)
+        done_n=${done_n:-0}
+        [ "$done_n" -ge "$REDIS_DRAIN_JOBS" ] && break
+        kill -0 "$wpid" 2>/dev/null || break
+        now=$(date +%s.%N)
+        if awk -v a="$now" -v b="$start" 'BEGIN { exit !(a - b > 300) }'; then break; fi
+        sleep 0.05
+      done
+      now=$(date +%s.%N)
+      rt=$(round_trips)
+      stop_pid "$wpid"
+      if [ "$done_n" -ge "$REDIS_DRAIN_JOBS" ]; then
+        secs=$(awk -v a="$now" -v b="$start" 'BEGIN { printf "%.3f", a - b }')
+        rate=$(awk -v n="$REDIS_DRAIN_JOBS" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+        log "  drain: $REDIS_DRAIN_JOBS jobs in $secs s; $rt round trips"
+        report "$(printf '   %-22s %9s jobs/s  %s Redis round trips per job   (BullMQ worker c=100: ~19000/s)' \
+          "drain, 1 spool-worker" "$rate" "$(per_job "$rt" "$REDIS_DRAIN_JOBS")")"
+        report "   (spool-worker --backend redis:// --concurrency $REDIS_DRAIN_CONCURRENCY, noop jobs)"
+      else
+        failed "redis: the worker drained only $done_n of $REDIS_DRAIN_JOBS jobs"
+        tail -n 20 "$TMP/worker.err" >&2
+      fi
+    else
+      stop_spool_quiet
+      failed "redis: could not queue the jobs to drain"
+    fi
+  else
+    failed "redis: spool-server --backend $url did not start"
+  fi
+  stop_pid "$REDIS_PID"
+}
+
 # ---- main ------------------------------------------------------------------------------------
 
 main() {
@@ -486,12 +622,13 @@ main() {
       RATE_SECONDS=2
       MEMORY_JOBS=200000
       E2E_JOBS=20000
+      REDIS_DRAIN_JOBS=20000
       ;;
     -h | --help)
       usage
       return 0
       ;;
-    submit | nginx | batch | memory | e2e | remote) want+=("$arg") ;;
+    submit | nginx | batch | memory | e2e | remote | redis) want+=("$arg") ;;
     *)
       log "unknown argument '$arg'"
       usage >&2
@@ -499,7 +636,7 @@ main() {
       ;;
     esac
   done
-  [ ${#want[@]} -gt 0 ] || want=(submit batch memory e2e remote)
+  [ ${#want[@]} -gt 0 ] || want=(submit batch memory e2e remote redis)
 
   if ! command -v python3 >/dev/null; then
     log "python3 is needed (apt-get install python3)"
@@ -520,6 +657,7 @@ main() {
     memory) bench_memory ;;
     e2e) bench_e2e ;;
     remote) bench_remote ;;
+    redis) bench_redis ;;
     esac
   done
 

@@ -103,6 +103,7 @@ static int parse_schedule(const sp_json_val_t *f, const bool *given, int64_t now
 {
     int64_t v;
     out->run_at = now;
+    out->run_at_given = false;
     if (given[F_DELAY_MS] && given[F_RUN_AT]) {
         if (err && errlen)
             snprintf(err, errlen, "%sdelay_ms and %srun_at: give at most one", prefix, prefix);
@@ -120,8 +121,10 @@ static int parse_schedule(const sp_json_val_t *f, const bool *given, int64_t now
                              "must be an integer time in ms since the Unix epoch, at most a "
                              "year ahead");
         out->run_at = v > now ? v : now;
+        out->run_at_given = true;
     }
     out->delayed = out->run_at > now;
+    out->parsed_at = now;
     return 0;
 }
 

@@ -37,9 +37,11 @@ typedef struct {
     size_t type_len;
     const char *payload; /* span of the caller's request body; "null" when absent */
     size_t payload_len;
-    int priority;   /* 0-9 */
-    int64_t run_at; /* absolute ms; == now when neither delay_ms nor run_at was given */
-    bool delayed;   /* run_at > now at validation time */
+    int priority;      /* 0-9 */
+    int64_t run_at;    /* absolute ms; == now when neither delay_ms nor run_at was given */
+    bool delayed;      /* run_at > now at validation time */
+    int64_t parsed_at; /* that `now`: a backend with its own clock keeps run_at - parsed_at */
+    bool run_at_given; /* run_at came from the client's run_at (else from delay_ms or now) */
     uint32_t max_attempts;
     uint32_t timeout_ms;
     uint32_t backoff_ms;

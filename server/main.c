@@ -18,6 +18,7 @@
 #include "api.h"
 #include "api_monitor.h"
 #include "backend_memory.h"
+#include "backend_redis.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -183,7 +184,7 @@ int main(int argc, char **argv)
         {"listen", SP_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
          "address to listen on; port 0 picks a free port"},
         {"backend", SP_FLAG_STRING, &backend, 0, 0, "memory",
-         "job store: memory (redis://HOST:PORT[/DB] is not available in this build)"},
+         "job store: memory, or redis://HOST:PORT[/DB] (shared by many servers and workers)"},
         {"data-dir", SP_FLAG_STRING, &data_dir, 0, 0, "DIR",
          "directory for the memory backend's journal (not available in this build)"},
         {"workers", SP_FLAG_INT, &workers, 0, 100000, "N",
@@ -211,7 +212,7 @@ int main(int argc, char **argv)
     }
     if (want_help) {
         sp_config_print_help("Usage: spool-server [flags]\n\nThe Spool job queue server: HTTP API "
-                             "v1, an in-memory job store and optional embedded workers.\n",
+                             "v1, an in-memory or Redis job store and optional embedded workers.\n",
                              flags, SP_ARRAY_LEN(flags));
         return 0;
     }
@@ -231,10 +232,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "spool-server: --listen: expected HOST:PORT, got '%s'\n", listen);
         return 2;
     }
-    if (strcmp(backend, "memory") != 0) {
+    bool use_redis = strncmp(backend, "redis://", 8) == 0;
+    if (strcmp(backend, "memory") != 0 && !use_redis) {
         fprintf(stderr,
-                "spool-server: --backend: '%s' is not available in this build; use "
-                "memory\n",
+                "spool-server: --backend: expected memory or redis://HOST:PORT[/DB], got "
+                "'%s'\n",
                 backend);
         return 2;
     }
@@ -260,20 +262,35 @@ int main(int argc, char **argv)
     raise_nofile();
 
     server_t s = {0};
+    int rc;
     s.loop = uv_default_loop();
     s.grace_ms = grace;
     sp_engine_opts_t eo;
     sp_engine_opts_default(&eo);
     eo.retention_ms = retention;
     eo.max_depth = (uint64_t)max_depth;
-    s.backend = sp_backend_memory_new(s.loop, &eo);
+    if (use_redis) {
+        sp_backend_redis_opts_t ro = {
+            .url = backend, .retention_ms = retention, .max_depth = (uint64_t)max_depth};
+        char berr[512];
+        rc = sp_backend_redis_new(s.loop, &ro, &s.backend, berr, sizeof berr);
+        if (rc) {
+            fprintf(stderr, "spool-server: --backend: %s\n", berr);
+            return rc == SP_EINVAL ? 2 : 1;
+        }
+    } else {
+        s.backend = sp_backend_memory_new(s.loop, &eo);
+    }
     sp_api_opts_t ao = {.backend = s.backend, .token = token, .token_len = token_len};
     s.api = s.backend ? sp_api_new(&ao) : NULL;
     free(token);
     s.metrics = sp_metrics_new();
     s.events = s.api ? sp_events_new(s.loop, s.backend) : NULL;
     if (s.api && s.metrics && s.events) {
-        sp_backend_memory_observe(s.backend, on_job_change, &s);
+        if (use_redis)
+            sp_backend_redis_observe(s.backend, on_job_change, &s);
+        else
+            sp_backend_memory_observe(s.backend, on_job_change, &s);
         sp_api_set_monitor(s.api, s.events, s.metrics);
     }
     if (!s.api || !s.metrics || !s.events) {
@@ -287,7 +304,7 @@ int main(int argc, char **argv)
     ho.observe = on_answer;
     ho.ud = &s;
     char bound[128];
-    int rc = sp_http_server_start(s.loop, host, port, &ho, &s.http, bound, sizeof bound);
+    rc = sp_http_server_start(s.loop, host, port, &ho, &s.http, bound, sizeof bound);
     if (rc == UV_EINVAL) {
         fprintf(stderr, "spool-server: --listen: '%s': HOST must be an IP address or localhost\n",
                 listen);
@@ -308,8 +325,9 @@ int main(int argc, char **argv)
 
     printf("listening on %s\n", bound);
     fflush(stdout);
-    sp_warn("memory backend without --data-dir: jobs live in memory only and are lost when the "
-            "server stops");
+    if (!use_redis)
+        sp_warn("memory backend without --data-dir: jobs live in memory only and are lost when "
+                "the server stops");
 
     if (workers > 0) {
         char name[300];
@@ -324,8 +342,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    sp_info("spool-server %s on %s: backend memory, %lld workers", SP_VERSION, bound,
-            (long long)workers);
+    sp_info("spool-server %s on %s: backend %s, %lld workers", SP_VERSION, bound,
+            use_redis ? backend : "memory", (long long)workers);
 
     uv_run(s.loop, UV_RUN_DEFAULT);
     sp_handlers_free(htable);

@@ -9,8 +9,11 @@ limit=${SPOOL_TEST_TIMEOUT:-600}
 fuzz_seconds=${FUZZ_SHORT_SECONDS:-15}
 # "fuzz:PATH" runs a libFuzzer driver for a short while on its corpus (tests/fuzz/corpus/NAME);
 # new inputs go to a temporary directory, so a test run never changes the checked-in corpus.
+# "redis:PATH" runs a test binary again with SPOOL_TEST_BACKEND=redis: its servers then use a
+# redis-server that the test harness starts on a free port.
 run_one() {
   case "$1" in
+    redis:*) SPOOL_TEST_BACKEND=redis "${1#redis:}" ;;
     fuzz:*)
       local bin=${1#fuzz:} tmp rc
       tmp=$(mktemp -d)
@@ -24,7 +27,10 @@ run_one() {
   esac
 }
 for t in "$@"; do
-  name=$(basename "${t#fuzz:}")
+  case "$t" in
+    redis:*) name="$(basename "${t#redis:}") (redis backend)" ;;
+    *) name=$(basename "${t#fuzz:}") ;;
+  esac
   echo "=== $name"
   if SECONDS=0 && timeout --kill-after=10 "$limit" bash -c "$(declare -f run_one); fuzz_seconds=$fuzz_seconds; run_one '$t'"; then
     echo "--- $name passed (${SECONDS}s)"

@@ -320,7 +320,7 @@ static void test_command_line(void **state)
         {{"--concurrency", "0", NULL}, "--concurrency"},
         {{"--shutdown-grace", "soon", NULL}, "--shutdown-grace"},
         {{"--bogus", NULL}, "--bogus"},
-        {{"--backend", "redis://127.0.0.1:6379", NULL}, "--backend"},
+        {{"--backend", "memcached://127.0.0.1:11211", NULL}, "--backend"},
         {{"--server", "https://127.0.0.1:7700", NULL}, "TLS"},
         {{"--server", "127.0.0.1:7700", NULL}, "--server"},
         {{"--queues", "a,b c!", NULL}, "--queues"},

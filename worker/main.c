@@ -2,9 +2,11 @@
  * main.c - spool-worker: flags, start-up, signals and graceful shutdown of a worker process.
  *
  * It runs the worker pool (pool.h) against the remote backend (backend_remote.h), which speaks
- * the HTTP worker protocol to one spool-server. On SIGTERM/SIGINT the pool stops leasing, lets
- * running jobs finish within --shutdown-grace and releases the rest; then the backend closes
- * and the process exits 0. A second signal exits at once.
+ * the HTTP worker protocol to one spool-server, or with --backend redis:// against the Redis
+ * backend (backend_redis.h), leasing straight from the Redis that the servers share. On
+ * SIGTERM/SIGINT the pool stops leasing, lets running jobs finish within --shutdown-grace and
+ * releases the rest; then the backend closes and the process exits 0. A second signal exits at
+ * once.
  */
 #include <errno.h>
 #include <signal.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "backend_redis.h"
 #include "backend_remote.h"
 #include "config.h"
 #include "handlers_file.h"
@@ -150,7 +153,7 @@ int main(int argc, char **argv)
         {"server", SP_FLAG_STRING, &server, 0, 0, "URL",
          "the spool-server to take jobs from, http://HOST:PORT"},
         {"backend", SP_FLAG_STRING, &backend, 0, 0, "redis://HOST:PORT[/DB]",
-         "take jobs from Redis directly instead of a server (not available in this build)"},
+         "take jobs from Redis directly instead of a server"},
         {"queues", SP_FLAG_STRING, &queues, 0, 0, "A,B",
          "queues to drain, in order of preference (default: every queue)"},
         {"concurrency", SP_FLAG_INT, &concurrency, 1, 1000000, "N", "jobs run at once"},
@@ -175,7 +178,7 @@ int main(int argc, char **argv)
     }
     if (want_help) {
         sp_config_print_help("Usage: spool-worker [flags]\n\nA Spool worker process: leases jobs "
-                             "from a spool-server over HTTP and runs them.\n",
+                             "from a spool-server over HTTP (or from Redis) and runs them.\n",
                              flags, SP_ARRAY_LEN(flags));
         return 0;
     }
@@ -189,10 +192,8 @@ int main(int argc, char **argv)
         return 2;
     }
     sp_log_set_level(level);
-    if (backend) {
-        fprintf(stderr,
-                "spool-worker: --backend: '%s' is not available in this build; take jobs from "
-                "a server with --server http://HOST:PORT\n",
+    if (backend && strncmp(backend, "redis://", 8) != 0) {
+        fprintf(stderr, "spool-worker: --backend: expected redis://HOST:PORT[/DB], got '%s'\n",
                 backend);
         return 2;
     }
@@ -225,10 +226,17 @@ int main(int argc, char **argv)
     worker_t w = {0};
     w.loop = uv_default_loop();
     w.grace_ms = grace;
-    sp_backend_remote_opts_t ro = {.server_url = server, .token = token_file ? token : NULL};
-    int rc = sp_backend_remote_new(w.loop, &ro, &w.backend, err, sizeof err);
+    int rc;
+    if (backend) {
+        /* Retention is the servers' business: a worker's reaper keeps finished jobs. */
+        sp_backend_redis_opts_t bo = {.url = backend, .retention_ms = -1};
+        rc = sp_backend_redis_new(w.loop, &bo, &w.backend, err, sizeof err);
+    } else {
+        sp_backend_remote_opts_t ro = {.server_url = server, .token = token_file ? token : NULL};
+        rc = sp_backend_remote_new(w.loop, &ro, &w.backend, err, sizeof err);
+    }
     if (rc) {
-        fprintf(stderr, "spool-worker: --server: %s\n", err);
+        fprintf(stderr, "spool-worker: %s: %s\n", backend ? "--backend" : "--server", err);
         free(qcopy);
         return rc == SP_EINVAL ? 2 : 1;
     }
@@ -261,8 +269,9 @@ int main(int argc, char **argv)
     uv_signal_start(&w.sigterm, on_signal, SIGTERM);
     uv_signal_start(&w.sigint, on_signal, SIGINT);
 
-    sp_info("spool-worker %s: %lld slots, server %s, queues %s%s%s", name, (long long)concurrency,
-            server, queues ? queues : "(every queue)", handlers ? ", handlers " : "",
+    sp_info("spool-worker %s: %lld slots, %s %s, queues %s%s%s", name, (long long)concurrency,
+            backend ? "backend" : "server", backend ? backend : server,
+            queues ? queues : "(every queue)", handlers ? ", handlers " : "",
             handlers ? handlers : "");
     sp_pool_start(w.pool);
 

@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 extern char **environ;
 
 #define SPT_IO_MS 15000
@@ -247,7 +249,12 @@ static char **argv_build(const char *path, const char *bin, const char *const *a
         n++;
     }
     bool add_listen = wait_listen && is_server(bin) && !has_listen;
-    char **argv = calloc(n + 4, sizeof(*argv));
+    bool has_backend = false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(args[i], "--backend") == 0 || strncmp(args[i], "--backend=", 10) == 0)
+            has_backend = true;
+    const char *backend = is_server(bin) && !has_backend ? spt_test_backend_url() : NULL;
+    char **argv = calloc(n + 6, sizeof(*argv));
     if (!argv) return NULL;
     size_t k = 0;
     argv[k++] = (char *)path;
@@ -255,6 +262,10 @@ static char **argv_build(const char *path, const char *bin, const char *const *a
     if (add_listen) {
         argv[k++] = "--listen";
         argv[k++] = "127.0.0.1:0";
+    }
+    if (backend) {
+        argv[k++] = "--backend";
+        argv[k++] = (char *)backend;
     }
     argv[k] = NULL;
     return argv;
@@ -1460,4 +1471,177 @@ bool spt_list_has(const char *list, const char *token)
         list += len;
     }
     return false;
+}
+
+/* ---- Redis ------------------------------------------------------------------------------- */
+
+/* A free loopback port: bound to port 0, read back, closed. Another process could take it in
+ * between; redis-server then fails to start and the caller tries once more. */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static bool redis_pings(int port)
+{
+    struct timeval tv = {0, 200000};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
+    bool ok = false;
+    if (c && !c->err) {
+        redisReply *rep = redisCommand(c, "PING");
+        ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
+        if (rep) freeReplyObject(rep);
+    }
+    if (c) redisFree(c);
+    return ok;
+}
+
+static int redis_spawn(spt_redis_t *r, const char *const *extra)
+{
+    char port[16], logf[256];
+    snprintf(port, sizeof port, "%d", r->port);
+    snprintf(logf, sizeof logf, "%s/redis.log", r->dir);
+    const char *base[] = {"redis-server", "--port",      port,     "--bind",    "127.0.0.1",
+                          "--dir",        r->dir,        "--save", "",          "--appendonly",
+                          "yes",          "--databases", "4096",   "--logfile", logf,
+                          "--daemonize",  "no"};
+    size_t nb = sizeof base / sizeof base[0], ne = 0;
+    while (extra && extra[ne]) ne++;
+    char **argv = calloc(nb + ne + 1, sizeof *argv);
+    if (!argv) return -1;
+    for (size_t i = 0; i < nb; i++) argv[i] = (char *)base[i];
+    for (size_t i = 0; i < ne; i++) argv[nb + i] = (char *)extra[i];
+    pid_t pid = fork();
+    if (pid < 0) {
+        free(argv);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+            dup2(devnull, 0);
+            dup2(devnull, 1);
+        }
+        execvp("redis-server", argv);
+        _exit(127);
+    }
+    free(argv);
+    r->pid = pid;
+    long long deadline = spt_now_ms() + SPT_LISTEN_MS;
+    while (spt_now_ms() < deadline) {
+        if (redis_pings(r->port)) return 0;
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            r->pid = 0;
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    r->pid = 0;
+    return -1;
+}
+
+int spt_redis_start(spt_redis_t *r, const char *const *extra_args)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->dir, sizeof r->dir, "/tmp/spt-redis-XXXXXX");
+    if (!mkdtemp(r->dir)) return -1;
+    for (int tries = 0; tries < 3; tries++) {
+        r->port = free_port();
+        if (r->port > 0 && redis_spawn(r, extra_args) == 0) return 0;
+    }
+    fprintf(stderr, "spt: redis-server did not start (see %s/redis.log)\n", r->dir);
+    return -1;
+}
+
+static void rm_dir(const char *dir)
+{
+    const char *names[] = {"redis.log", "dump.rdb"};
+    char path[512];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    /* Redis 7 keeps its AOF as several files in a directory of its own. */
+    snprintf(path, sizeof path, "rm -rf '%s'", dir);
+    if (strchr(dir, '\'') == NULL && system(path) != 0) rmdir(dir);
+}
+
+int spt_redis_stop(spt_redis_t *r, bool keep_dir)
+{
+    int rc = 0;
+    if (r->pid > 0) {
+        kill(r->pid, SIGTERM);
+        long long deadline = spt_now_ms() + 10000;
+        int st;
+        while (waitpid(r->pid, &st, WNOHANG) != r->pid) {
+            if (spt_now_ms() >= deadline) {
+                kill(r->pid, SIGKILL);
+                waitpid(r->pid, &st, 0);
+                rc = -1;
+                break;
+            }
+            sleep_ms(5);
+        }
+        r->pid = 0;
+    }
+    if (!keep_dir && r->dir[0]) {
+        rm_dir(r->dir);
+        r->dir[0] = '\0';
+    }
+    return rc;
+}
+
+int spt_redis_restart(spt_redis_t *r)
+{
+    if (r->pid > 0 || !r->dir[0]) return -1;
+    /* The old process's port may linger briefly in TIME_WAIT-free states: retry a few times. */
+    for (int tries = 0; tries < 50; tries++) {
+        if (redis_spawn(r, NULL) == 0) return 0;
+        sleep_ms(100);
+    }
+    return -1;
+}
+
+static spt_redis_t shared_redis;
+static pid_t shared_owner;
+static int shared_db;
+static bool shared_failed;
+
+static void shared_redis_stop(void)
+{
+    if (shared_owner == getpid() && shared_redis.pid > 0) spt_redis_stop(&shared_redis, false);
+}
+
+const char *spt_test_backend_url(void)
+{
+    static char url[64];
+    const char *want = getenv("SPOOL_TEST_BACKEND");
+    if (!want || strcmp(want, "redis") != 0) return NULL;
+    /* A Redis that did not start gives a URL nobody answers: the servers fail, and so do the
+     * tests, rather than running quietly on the memory backend. */
+    if (shared_failed) return "redis://127.0.0.1:1";
+    if (shared_redis.pid <= 0) {
+        if (spt_redis_start(&shared_redis, NULL) != 0) {
+            shared_failed = true;
+            return "redis://127.0.0.1:1";
+        }
+        shared_owner = getpid();
+        atexit(shared_redis_stop);
+    }
+    shared_db = shared_db % 4095 + 1;
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/%d", shared_redis.port, shared_db);
+    return url;
 }

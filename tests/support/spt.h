@@ -142,6 +142,30 @@ bool spt_recv_until(int fd, const char *needle, int timeout_ms);
 /* True when the comma-separated header value list (an Allow header) holds token. */
 bool spt_list_has(const char *list, const char *token);
 
+/* ---- Redis: a real redis-server for the tests of the Redis backend. ---- */
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char dir[200]; /* its temporary directory (data, AOF, log) */
+} spt_redis_t;
+
+/* Starts redis-server on a free loopback port in a new temporary directory, with AOF on, RDB
+ * off and 4096 databases, plus extra_args (NULL-terminated, may be NULL; e.g. "--maxmemory-policy",
+ * "allkeys-lru"); waits (10 s at most) until it answers PING. Returns 0, or -1. */
+int spt_redis_start(spt_redis_t *r, const char *const *extra_args);
+/* Stops it (SIGTERM, then SIGKILL after 10 s); with keep_dir the directory stays for a restart
+ * (spt_redis_restart), else it is removed. Returns 0, or -1. */
+int spt_redis_stop(spt_redis_t *r, bool keep_dir);
+/* Starts it again on the same port and directory (its AOF is replayed). Returns 0, or -1. */
+int spt_redis_restart(spt_redis_t *r);
+/* With SPOOL_TEST_BACKEND=redis in the environment: the URL of the one redis-server shared by
+ * the test binary (started on first use, stopped at exit), on a database of its own for each
+ * call, so that every spool-server started sees an empty store as with the memory backend;
+ * spt_start then adds "--backend URL" to spool-server's arguments unless they name a backend.
+ * NULL when the variable is not set (or the server could not start). */
+const char *spt_test_backend_url(void);
+
 /* Assertions for cmocka tests; they expand only where <cmocka.h> is included. */
 #define SPT_START(p, ...)                                                                          \
     do {                                                                                           \

@@ -1,0 +1,2582 @@
+/*
+ * backend_redis.c - the Redis backend (see backend_redis.h and docs/REDIS.md).
+ *
+ * Owns the two hiredis connections (commands; events subscription), the Lua library that makes
+ * every state change atomic, the reaper timer, the waits (long-poll leases, gets waiting for a
+ * job to finish) and the decoding of script replies into records that point into the reply
+ * (hiredis frees a reply once its callback returns, which is what backend.h promises).
+ */
+#include "backend_redis.h"
+
+#include <errno.h>
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define TICK_MS 50
+#define RECONNECT_MIN_MS 50
+#define RECONNECT_MAX_MS 1000
+#define DAY_MS 86400000LL
+#define NFIELDS 21
+#define NSTATS 15
+
+/* The Lua library: ARGV[1] names the operation. Kept in step with docs/REDIS.md. */
+// clang-format off
+static const char lua_src[] =
+    "local P = 'spool:'\n"
+    "local EV = KEYS[1]\n"
+    "local EVT = {} -- this call's job events, published as one message at its end\n"
+    "local F = {'id', 'q', 't', 'p', 's', 'pr', 'a', 'ma', 'to', 'bo', 'c', 'r', 'st', 'f', 'le',\n"
+    "           'res', 'err', 'w', 'k', 'cr', 'l'}\n"
+    "local T = redis.call('TIME')\n"
+    "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"
+    "local SH = 1099511627776\n"
+    "local TOT = {[2] = 'lea', [3] = 'suc', [4] = 'fai', [5] = 'can'}\n"
+    "local NOTRUN = {[0] = 'job is scheduled, not running', 'job is queued, not running',\n"
+    "                'job is running', 'job is already succeeded', 'job is already failed',\n"
+    "                'job is already canceled'}\n"
+    "local NOTRETRY = {[0] = 'job is scheduled, not failed or canceled',\n"
+    "                  'job is queued, not failed or canceled', 'job is running, not failed or canceled',\n"
+    "                  'job is succeeded, not failed or canceled', 'job is failed', 'job is canceled'}\n"
+    "local ZS = {[0] = 'delayed', 'ready', 'active', 'done', 'done', 'done'}\n"
+    "local function qk(q, s) return P .. '{' .. q .. '}:' .. s end\n"
+    "local function jk(id) return P .. 'job:' .. id end\n"
+    "local function view(id) return redis.call('HMGET', jk(id), unpack(F)) end\n"
+    "local function num(v, d) return tonumber(v) or d end\n"
+    "-- When a job given 'D' (a delay in ms) or '@T' (a time) is due; nil when it is due now.\n"
+    "local function due_at(d)\n"
+    "  local at\n"
+    "  if string.sub(d, 1, 1) == '@' then at = tonumber(string.sub(d, 2)) else at = NOW + tonumber(d) end\n"
+    "  if at > NOW then return at end\n"
+    "  return nil\n"
+    "end\n"
+    "local function qreg(q)\n"
+    "  if not redis.call('ZSCORE', P .. 'queues', q) then\n"
+    "    redis.call('ZADD', P .. 'queues', redis.call('INCR', P .. 'qseq'), q)\n"
+    "  end\n"
+    "end\n"
+    "-- Moves a job between states: out of the old state's sorted set, into the new one's, counts\n"
+    "-- and totals adjusted, one line for the events message. j holds fields the caller knows\n"
+    "-- (pr, r, le, a, st); without it they are read.\n"
+    "local function move(id, q, from, to, j)\n"
+    "  local key = jk(id)\n"
+    "  if not j then\n"
+    "    local v = redis.call('HMGET', key, 'pr', 'r', 'le', 'a', 'st')\n"
+    "    j = {pr = v[1], r = v[2], le = v[3], a = v[4], st = v[5]}\n"
+    "  end\n"
+    "  if from >= 0 then redis.call('ZREM', qk(q, ZS[from]), id) end\n"
+    "  local f = -1\n"
+    "  if to == 0 then\n"
+    "    redis.call('ZADD', qk(q, 'delayed'), j.r, id)\n"
+    "    redis.call('HSET', key, 's', to)\n"
+    "  elseif to == 1 then\n"
+    "    local seq = redis.call('HINCRBY', qk(q, 'stats'), 'seq', 1)\n"
+    "    redis.call('ZADD', qk(q, 'ready'), (9 - num(j.pr, 5)) * SH + seq, id)\n"
+    "    redis.call('HSET', key, 's', to)\n"
+    "  elseif to == 2 then\n"
+    "    redis.call('ZADD', qk(q, 'active'), j.le, id)\n"
+    "    redis.call('HSET', key, 's', to)\n"
+    "  else\n"
+    "    f = NOW\n"
+    "    redis.call('HSET', key, 's', to, 'f', NOW)\n"
+    "    redis.call('ZADD', qk(q, 'done'), NOW, id)\n"
+    "  end\n"
+    "  local sk = qk(q, 'stats')\n"
+    "  if from >= 0 then redis.call('HINCRBY', sk, 'c' .. from, -1) end\n"
+    "  redis.call('HINCRBY', sk, 'c' .. to, 1)\n"
+    "  if TOT[to] then redis.call('HINCRBY', sk, TOT[to], 1) end\n"
+    "  EVT[#EVT + 1] = id .. ' ' .. from .. ' ' .. to .. ' ' .. (j.a or 0) .. ' ' .. (j.r or -1) ..\n"
+    "                  ' ' .. (j.st or -1) .. ' ' .. f .. ' ' .. q\n"
+    "end\n"
+    "-- ZADD of many score/member pairs, a thousand at a time (Lua's stack is bounded).\n"
+    "local function zadd_many(key, args)\n"
+    "  for i = 1, #args, 2000 do\n"
+    "    redis.call('ZADD', key, unpack(args, i, math.min(i + 1999, #args)))\n"
+    "  end\n"
+    "end\n"
+    "local function forget(id, q, s)\n"
+    "  local key = jk(id)\n"
+    "  local k = redis.call('HGET', key, 'k')\n"
+    "  if k then\n"
+    "    local ik = qk(q, 'idem:') .. k\n"
+    "    if redis.call('GET', ik) == tostring(id) then redis.call('DEL', ik) end\n"
+    "  end\n"
+    "  redis.call('ZREM', qk(q, ZS[s]), id)\n"
+    "  redis.call('ZREM', qk(q, 'all'), id)\n"
+    "  redis.call('HINCRBY', qk(q, 'stats'), 'c' .. s, -1)\n"
+    "  redis.call('DEL', key)\n"
+    "end\n"
+    "local function requeue(id, q, delay)\n"
+    "  redis.call('HINCRBY', qk(q, 'stats'), 'ret', 1)\n"
+    "  redis.call('HSET', jk(id), 'r', NOW + delay)\n"
+    "  if delay > 0 then move(id, q, 2, 0) else move(id, q, 2, 1) end\n"
+    "end\n"
+    "local function promote(q, limit)\n"
+    "  local due = redis.call('ZRANGEBYSCORE', qk(q, 'delayed'), '-inf', NOW, 'LIMIT', 0, limit)\n"
+    "  for _, id in ipairs(due) do move(id, q, 0, 1) end\n"
+    "  return #due\n"
+    "end\n"
+    "local function leased(id, lease)\n"
+    "  local v = redis.call('HMGET', jk(id), 's', 'l', 'le', 'q', 'cr', 'a', 'ma', 'bo', 'to')\n"
+    "  if not v[1] then return nil, {-3} end\n"
+    "  local s = tonumber(v[1])\n"
+    "  if s ~= 2 then return nil, {-4, NOTRUN[s]} end\n"
+    "  if v[2] ~= lease then return nil, {-4, \"lease is not the job's current lease\"} end\n"
+    "  if NOW > tonumber(v[3]) then return nil, {-4, 'lease expired'} end\n"
+    "  return v\n"
+    "end\n"
+    "local function stats(q)\n"
+    "  local v = redis.call('HMGET', qk(q, 'stats'), 'c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'enq', 'suc',\n"
+    "                       'fai', 'ret', 'lea', 'can', 'paused')\n"
+    "  local out = {q, num(v[13], 0)}\n"
+    "  for i = 1, 6 do out[#out + 1] = num(v[i], 0) end\n"
+    "  local oldest = nil\n"
+    "  if num(v[2], 0) > 0 then\n"
+    "    local rk = qk(q, 'ready')\n"
+    "    for b = 0, 9 do\n"
+    "      local h = redis.call('ZRANGEBYSCORE', rk, b * SH, '(' .. ((b + 1) * SH), 'LIMIT', 0, 1)\n"
+    "      if h[1] then\n"
+    "        local r = num(redis.call('HGET', jk(h[1]), 'r'), NOW)\n"
+    "        if not oldest or r < oldest then oldest = r end\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  out[#out + 1] = (oldest and NOW > oldest) and (NOW - oldest) or 0\n"
+    "  for i = 7, 12 do out[#out + 1] = num(v[i], 0) end\n"
+    "  return out\n"
+    "end\n"
+    "-- Acks one job. With bulk, its sorted-set moves and counters are left to ack_flush.\n"
+    "local function ack_one(id, lease, hasres, res, bulk)\n"
+    "  local j = view(id)\n"
+    "  if not j[1] then return {-3} end\n"
+    "  local s = tonumber(j[5])\n"
+    "  if s == 3 and j[21] == lease then return {0, j} end\n"
+    "  if s ~= 2 then return {-4, NOTRUN[s]} end\n"
+    "  if j[21] ~= lease then return {-4, \"lease is not the job's current lease\"} end\n"
+    "  if NOW > tonumber(j[15]) then return {-4, 'lease expired'} end\n"
+    "  local key = jk(id)\n"
+    "  if hasres then\n"
+    "    if bulk then redis.call('HSET', key, 'res', res, 's', 3, 'f', NOW)\n"
+    "    else redis.call('HSET', key, 'res', res) end\n"
+    "    j[16] = res\n"
+    "  else\n"
+    "    if j[16] then redis.call('HDEL', key, 'res') end\n"
+    "    if bulk then redis.call('HSET', key, 's', 3, 'f', NOW) end\n"
+    "    j[16] = false\n"
+    "  end\n"
+    "  if bulk then\n"
+    "    local q = j[2]\n"
+    "    local g = bulk.map[q]\n"
+    "    if not g then\n"
+    "      g = {}\n"
+    "      bulk.map[q] = g\n"
+    "      bulk.order[#bulk.order + 1] = q\n"
+    "    end\n"
+    "    g[#g + 1] = id\n"
+    "    EVT[#EVT + 1] = id .. ' 2 3 ' .. (j[7] or 0) .. ' ' .. (j[12] or -1) .. ' ' ..\n"
+    "                    (j[13] or -1) .. ' ' .. NOW .. ' ' .. q\n"
+    "  else\n"
+    "    move(id, j[2], 2, 3, {a = j[7], r = j[12], st = j[13]})\n"
+    "  end\n"
+    "  j[5], j[14] = 3, NOW\n"
+    "  return {0, j}\n"
+    "end\n"
+    "local function ack_flush(bulk)\n"
+    "  for _, q in ipairs(bulk.order) do\n"
+    "    local ids = bulk.map[q]\n"
+    "    for i = 1, #ids, 1000 do\n"
+    "      local part, zd = {}, {}\n"
+    "      for k = i, math.min(i + 999, #ids) do\n"
+    "        part[#part + 1] = ids[k]\n"
+    "        zd[#zd + 1] = NOW\n"
+    "        zd[#zd + 1] = ids[k]\n"
+    "      end\n"
+    "      redis.call('ZREM', qk(q, 'active'), unpack(part))\n"
+    "      redis.call('ZADD', qk(q, 'done'), unpack(zd))\n"
+    "    end\n"
+    "    local sk = qk(q, 'stats')\n"
+    "    redis.call('HINCRBY', sk, 'c2', -#ids)\n"
+    "    redis.call('HINCRBY', sk, 'c3', #ids)\n"
+    "    redis.call('HINCRBY', sk, 'suc', #ids)\n"
+    "  end\n"
+    "end\n"
+    "local op = ARGV[1]\n"
+    "local function dispatch()\n"
+    "if op == 'submit' then\n"
+    "  -- ARGV: op, idem_ttl_ms, max_depth, queue, n, then per job 9 fields:\n"
+    "  -- type, payload, priority, delay_ms or @run_at, max_attempts, timeout_ms, backoff_ms, has_key, key\n"
+    "  local ttl, maxd, q, n = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])\n"
+    "  qreg(q)\n"
+    "  local kind, ref, first = {}, {}, {}\n"
+    "  local nnew = 0\n"
+    "  for i = 1, n do\n"
+    "    local b = 6 + (i - 1) * 9\n"
+    "    kind[i] = 'new'\n"
+    "    if ARGV[b + 7] == '1' then\n"
+    "      local key = ARGV[b + 8]\n"
+    "      if first[key] then\n"
+    "        kind[i], ref[i] = 'dup', first[key]\n"
+    "      else\n"
+    "        local jid = redis.call('GET', qk(q, 'idem:') .. key)\n"
+    "        if jid and redis.call('EXISTS', jk(jid)) == 1 then\n"
+    "          kind[i], ref[i] = 'old', jid\n"
+    "        else\n"
+    "          first[key] = i\n"
+    "        end\n"
+    "      end\n"
+    "    end\n"
+    "    if kind[i] == 'new' then nnew = nnew + 1 end\n"
+    "  end\n"
+    "  if maxd > 0 and nnew > 0 then\n"
+    "    local v = redis.call('HMGET', qk(q, 'stats'), 'c0', 'c1', 'c2')\n"
+    "    local depth = num(v[1], 0) + num(v[2], 0) + num(v[3], 0)\n"
+    "    if nnew > maxd or depth > maxd - nnew then return {-5} end\n"
+    "  end\n"
+    "  local ids, views = {}, {}\n"
+    "  if nnew > 0 then\n"
+    "    local nid = redis.call('INCRBY', P .. 'ids', nnew) - nnew\n"
+    "    local nready = 0\n"
+    "    for i = 1, n do\n"
+    "      if kind[i] == 'new' and not due_at(ARGV[6 + (i - 1) * 9 + 3]) then nready = nready + 1 end\n"
+    "    end\n"
+    "    local seq = 0\n"
+    "    if nready > 0 then seq = redis.call('HINCRBY', qk(q, 'stats'), 'seq', nready) - nready end\n"
+    "    local all, ready, delayed = {}, {}, {}\n"
+    "    for i = 1, n do\n"
+    "      if kind[i] == 'new' then\n"
+    "        local b = 6 + (i - 1) * 9\n"
+    "        nid = nid + 1\n"
+    "        local id = nid\n"
+    "        ids[i] = id\n"
+    "        local run, s = NOW, 1\n"
+    "        local at = due_at(ARGV[b + 3])\n"
+    "        if at then run, s = at, 0 end\n"
+    "        local key = jk(id)\n"
+    "        local haskey = ARGV[b + 7] == '1'\n"
+    "        redis.call('HSET', key, 'id', id, 'q', q, 't', ARGV[b], 'p', ARGV[b + 1], 's', s,\n"
+    "                   'pr', ARGV[b + 2], 'a', 0, 'ma', ARGV[b + 4], 'to', ARGV[b + 5],\n"
+    "                   'bo', ARGV[b + 6], 'c', NOW, 'r', run)\n"
+    "        if haskey then\n"
+    "          redis.call('HSET', key, 'k', ARGV[b + 8])\n"
+    "          redis.call('SET', qk(q, 'idem:') .. ARGV[b + 8], id, 'PX', ttl)\n"
+    "        end\n"
+    "        all[#all + 1] = id\n"
+    "        all[#all + 1] = id\n"
+    "        if s == 1 then\n"
+    "          seq = seq + 1\n"
+    "          ready[#ready + 1] = (9 - tonumber(ARGV[b + 2])) * SH + seq\n"
+    "          ready[#ready + 1] = id\n"
+    "        else\n"
+    "          delayed[#delayed + 1] = run\n"
+    "          delayed[#delayed + 1] = id\n"
+    "        end\n"
+    "        EVT[#EVT + 1] = id .. ' -1 ' .. s .. ' 0 ' .. run .. ' -1 -1 ' .. q\n"
+    "        views[i] = {id, q, ARGV[b], ARGV[b + 1], s, ARGV[b + 2], 0, ARGV[b + 4], ARGV[b + 5],\n"
+    "                    ARGV[b + 6], NOW, run, false, false, false, false, false, false,\n"
+    "                    haskey and ARGV[b + 8] or false, false, false}\n"
+    "      end\n"
+    "    end\n"
+    "    zadd_many(qk(q, 'all'), all)\n"
+    "    zadd_many(qk(q, 'ready'), ready)\n"
+    "    zadd_many(qk(q, 'delayed'), delayed)\n"
+    "    local sk = qk(q, 'stats')\n"
+    "    redis.call('HINCRBY', sk, 'enq', nnew)\n"
+    "    if nready > 0 then redis.call('HINCRBY', sk, 'c1', nready) end\n"
+    "    if nnew > nready then redis.call('HINCRBY', sk, 'c0', nnew - nready) end\n"
+    "  end\n"
+    "  local out = {0}\n"
+    "  for i = 1, n do\n"
+    "    if kind[i] == 'dup' then\n"
+    "      ids[i], views[i] = ids[ref[i]], views[ref[i]]\n"
+    "    elseif kind[i] == 'old' then\n"
+    "      ids[i] = ref[i]\n"
+    "    end\n"
+    "    out[#out + 1] = (kind[i] == 'new') and 0 or 1\n"
+    "    out[#out + 1] = views[i] or view(ids[i])\n"
+    "  end\n"
+    "  return out\n"
+    "elseif op == 'get' then\n"
+    "  local v = view(ARGV[2])\n"
+    "  if not v[1] then return {-3} end\n"
+    "  return {0, v}\n"
+    "elseif op == 'cancel' then\n"
+    "  local id = ARGV[2]\n"
+    "  local v = redis.call('HMGET', jk(id), 's', 'q')\n"
+    "  if not v[1] then return {-3} end\n"
+    "  local s = tonumber(v[1])\n"
+    "  if s == 0 or s == 1 then\n"
+    "    move(id, v[2], s, 5)\n"
+    "  elseif s == 2 then\n"
+    "    redis.call('HSET', jk(id), 'cr', 1)\n"
+    "  else\n"
+    "    return {-4, NOTRUN[s]}\n"
+    "  end\n"
+    "  return {0, view(id)}\n"
+    "elseif op == 'retry' then\n"
+    "  local id = ARGV[2]\n"
+    "  local v = redis.call('HMGET', jk(id), 's', 'q')\n"
+    "  if not v[1] then return {-3} end\n"
+    "  local s = tonumber(v[1])\n"
+    "  if s ~= 4 and s ~= 5 then return {-4, NOTRETRY[s]} end\n"
+    "  redis.call('HSET', jk(id), 'a', 0, 'r', NOW, 'cr', 0)\n"
+    "  redis.call('HDEL', jk(id), 'f')\n"
+    "  move(id, v[2], s, 1)\n"
+    "  return {0, view(id)}\n"
+    "elseif op == 'lease' then\n"
+    "  -- ARGV: op, max, has_worker, worker, salt (9 random digits), nqueues, queues...\n"
+    "  local max, hasw, worker, nq = tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4], tonumber(ARGV[6])\n"
+    "  local queues = {}\n"
+    "  if nq == 0 then\n"
+    "    queues = redis.call('ZRANGE', P .. 'queues', 0, -1)\n"
+    "  else\n"
+    "    for i = 1, nq do queues[i] = ARGV[6 + i] end\n"
+    "  end\n"
+    "  local out = {0}\n"
+    "  local n = 0\n"
+    "  for _, q in ipairs(queues) do\n"
+    "    if n >= max then break end\n"
+    "    if redis.call('HGET', qk(q, 'stats'), 'paused') ~= '1' then\n"
+    "      promote(q, 1000)\n"
+    "      local got = redis.call('ZPOPMIN', qk(q, 'ready'), max - n)\n"
+    "      local k = #got / 2\n"
+    "      if k > 0 then\n"
+    "        local tok = redis.call('INCRBY', P .. 'lease', k) - k\n"
+    "        local act = {}\n"
+    "        for i = 1, #got, 2 do\n"
+    "          local id = got[i]\n"
+    "          local key = jk(id)\n"
+    "          local j = view(id)\n"
+    "          tok = tok + 1\n"
+    "          local token = ARGV[5] .. string.format('%010d', tok % 10000000000)\n"
+    "          local le = NOW + num(j[9], 30000)\n"
+    "          local a = num(j[7], 0) + 1\n"
+    "          if hasw then\n"
+    "            redis.call('HSET', key, 'l', token, 'st', NOW, 'le', le, 'cr', 0, 'a', a, 's', 2,\n"
+    "                       'w', worker)\n"
+    "          else\n"
+    "            redis.call('HSET', key, 'l', token, 'st', NOW, 'le', le, 'cr', 0, 'a', a, 's', 2)\n"
+    "            if j[18] then redis.call('HDEL', key, 'w') end\n"
+    "          end\n"
+    "          act[#act + 1] = le\n"
+    "          act[#act + 1] = id\n"
+    "          j[5], j[7], j[13], j[15], j[20], j[21] = 2, a, NOW, le, 0, token\n"
+    "          j[18] = hasw and worker or false\n"
+    "          EVT[#EVT + 1] = id .. ' 1 2 ' .. a .. ' ' .. (j[12] or -1) .. ' ' .. NOW .. ' -1 ' .. q\n"
+    "          n = n + 1\n"
+    "          out[#out + 1] = j\n"
+    "        end\n"
+    "        zadd_many(qk(q, 'active'), act)\n"
+    "        local sk = qk(q, 'stats')\n"
+    "        redis.call('HINCRBY', sk, 'c1', -k)\n"
+    "        redis.call('HINCRBY', sk, 'c2', k)\n"
+    "        redis.call('HINCRBY', sk, 'lea', k)\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  return out\n"
+    "elseif op == 'ack' then\n"
+    "  -- ARGV: op, id, lease, has_result, result\n"
+    "  return ack_one(ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5])\n"
+    "elseif op == 'acks' then\n"
+    "  -- ARGV: op, n, then per ack: id, lease, has_result, result; one answer per ack\n"
+    "  local out = {0}\n"
+    "  local bulk = {map = {}, order = {}}\n"
+    "  for i = 0, tonumber(ARGV[2]) - 1 do\n"
+    "    local b = 3 + i * 4\n"
+    "    out[#out + 1] = ack_one(ARGV[b], ARGV[b + 1], ARGV[b + 2] == '1', ARGV[b + 3], bulk)\n"
+    "  end\n"
+    "  ack_flush(bulk)\n"
+    "  return out\n"
+    "elseif op == 'fail' then\n"
+    "  -- ARGV: op, id, lease, has_error, error, retry, retry_in_ms, random\n"
+    "  local id, lease = ARGV[2], ARGV[3]\n"
+    "  local j, err = leased(id, lease)\n"
+    "  if not j then return err end\n"
+    "  redis.call('HSET', jk(id), 'err', ARGV[4] == '1' and ARGV[5] or 'failed')\n"
+    "  local q, a, ma = j[4], tonumber(j[6]), tonumber(j[7])\n"
+    "  if j[5] == '1' then\n"
+    "    move(id, q, 2, 5)\n"
+    "  elseif ARGV[6] == '1' and a < ma then\n"
+    "    local delay = tonumber(ARGV[7])\n"
+    "    if delay < 0 then\n"
+    "      local base = tonumber(j[8])\n"
+    "      if base == 0 then\n"
+    "        delay = 0\n"
+    "      else\n"
+    "        local shift = a > 0 and a - 1 or 0\n"
+    "        if shift >= 22 then base = 3600000 else base = math.min(base * 2 ^ shift, 3600000) end\n"
+    "        delay = base + tonumber(ARGV[8]) % (math.floor(base / 10) + 1)\n"
+    "      end\n"
+    "    end\n"
+    "    requeue(id, q, delay)\n"
+    "  else\n"
+    "    move(id, q, 2, 4)\n"
+    "  end\n"
+    "  return {0, view(id)}\n"
+    "elseif op == 'heartbeat' then\n"
+    "  -- ARGV: op, id, lease, extend_ms (< 0: the job's timeout)\n"
+    "  local id, lease = ARGV[2], ARGV[3]\n"
+    "  local j, err = leased(id, lease)\n"
+    "  if not j then return err end\n"
+    "  local ext = tonumber(ARGV[4])\n"
+    "  if ext < 0 then ext = tonumber(j[9]) end\n"
+    "  redis.call('HSET', jk(id), 'le', NOW + ext)\n"
+    "  redis.call('ZADD', qk(j[4], 'active'), NOW + ext, id)\n"
+    "  return {0, view(id)}\n"
+    "elseif op == 'release' then\n"
+    "  local id, lease = ARGV[2], ARGV[3]\n"
+    "  local j, err = leased(id, lease)\n"
+    "  if not j then return err end\n"
+    "  if tonumber(j[6]) > 0 then redis.call('HINCRBY', jk(id), 'a', -1) end\n"
+    "  if j[5] == '1' then\n"
+    "    move(id, j[4], 2, 5)\n"
+    "  else\n"
+    "    redis.call('HSET', jk(id), 'r', NOW)\n"
+    "    move(id, j[4], 2, 1)\n"
+    "  end\n"
+    "  return {0, view(id)}\n"
+    "elseif op == 'queues' then\n"
+    "  -- ARGV: op, name ('' = every queue)\n"
+    "  local out = {0}\n"
+    "  if ARGV[2] ~= '' then\n"
+    "    if not redis.call('ZSCORE', P .. 'queues', ARGV[2]) then return {-3} end\n"
+    "    out[2] = stats(ARGV[2])\n"
+    "  else\n"
+    "    for _, q in ipairs(redis.call('ZRANGE', P .. 'queues', 0, -1)) do out[#out + 1] = stats(q) end\n"
+    "  end\n"
+    "  return out\n"
+    "elseif op == 'pause' then\n"
+    "  -- ARGV: op, queue, pause (1/0)\n"
+    "  local q = ARGV[2]\n"
+    "  qreg(q)\n"
+    "  local sk = qk(q, 'stats')\n"
+    "  local was = redis.call('HGET', sk, 'paused') == '1'\n"
+    "  redis.call('HSET', sk, 'paused', ARGV[3])\n"
+    "  if was and ARGV[3] == '0' and num(redis.call('HGET', sk, 'c1'), 0) > 0 then\n"
+    "    EVT[#EVT + 1] = '0 -1 1 0 -1 -1 -1 ' .. q\n"
+    "  end\n"
+    "  return {0, stats(q)}\n"
+    "elseif op == 'list' then\n"
+    "  -- ARGV: op, queue, state (-1 = every state), after, limit\n"
+    "  local q, state, after, limit = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])\n"
+    "  if not redis.call('ZSCORE', P .. 'queues', q) then return {-3} end\n"
+    "  local out = {0, 0}\n"
+    "  local k = 0\n"
+    "  local cursor = '(' .. after\n"
+    "  while true do\n"
+    "    local ids = redis.call('ZRANGEBYSCORE', qk(q, 'all'), cursor, '+inf', 'LIMIT', 0, 200)\n"
+    "    if #ids == 0 then return out end\n"
+    "    for _, id in ipairs(ids) do\n"
+    "      if state < 0 or tonumber(redis.call('HGET', jk(id), 's')) == state then\n"
+    "        if k == limit then\n"
+    "          out[2] = out[#out][1]\n"
+    "          return out\n"
+    "        end\n"
+    "        k = k + 1\n"
+    "        out[#out + 1] = view(id)\n"
+    "      end\n"
+    "    end\n"
+    "    cursor = '(' .. ids[#ids]\n"
+    "  end\n"
+    "elseif op == 'purge' then\n"
+    "  -- ARGV: op, queue, state\n"
+    "  local q, state = ARGV[2], tonumber(ARGV[3])\n"
+    "  if not redis.call('ZSCORE', P .. 'queues', q) then return {-3} end\n"
+    "  local ids = redis.call('ZRANGE', qk(q, ZS[state]), 0, -1)\n"
+    "  local n = 0\n"
+    "  for _, id in ipairs(ids) do\n"
+    "    if state < 3 or tonumber(redis.call('HGET', jk(id), 's')) == state then\n"
+    "      forget(id, q, state)\n"
+    "      n = n + 1\n"
+    "    end\n"
+    "  end\n"
+    "  return {0, n}\n"
+    "elseif op == 'reap' then\n"
+    "  -- ARGV: op, retention_ms. Promotes due delayed jobs, expires leases, forgets old jobs;\n"
+    "  -- atomic, so every server may run it at once.\n"
+    "  local ret = tonumber(ARGV[2])\n"
+    "  local acted = 0\n"
+    "  for _, q in ipairs(redis.call('ZRANGE', P .. 'queues', 0, -1)) do\n"
+    "    acted = acted + promote(q, 1000)\n"
+    "    local exp = redis.call('ZRANGEBYSCORE', qk(q, 'active'), '-inf', '(' .. NOW, 'LIMIT', 0, 1000)\n"
+    "    for _, id in ipairs(exp) do\n"
+    "      local key = jk(id)\n"
+    "      local v = redis.call('HMGET', key, 'le', 'st', 'cr', 'a', 'ma')\n"
+    "      redis.call('HSET', key, 'err', 'lease expired after ' ..\n"
+    "                 string.format('%d', tonumber(v[1]) - tonumber(v[2])) .. ' ms without ack or heartbeat')\n"
+    "      if v[3] == '1' then\n"
+    "        move(id, q, 2, 5)\n"
+    "      elseif tonumber(v[4]) < tonumber(v[5]) then\n"
+    "        requeue(id, q, 0)\n"
+    "      else\n"
+    "        move(id, q, 2, 4)\n"
+    "      end\n"
+    "    end\n"
+    "    acted = acted + #exp\n"
+    "    local old = {}\n"
+    "    if ret >= 0 then\n"
+    "      old = redis.call('ZRANGEBYSCORE', qk(q, 'done'), '-inf', NOW - ret, 'LIMIT', 0, 1000)\n"
+    "    end\n"
+    "    for _, id in ipairs(old) do\n"
+    "      local s = tonumber(redis.call('HGET', jk(id), 's'))\n"
+    "      if s then forget(id, q, s) else redis.call('ZREM', qk(q, 'done'), id) end\n"
+    "    end\n"
+    "  end\n"
+    "  return {0, acted}\n"
+    "end\n"
+    "return {-2, 'unknown operation'}\n"
+    "end\n"
+    "local res = dispatch()\n"
+    "if #EVT > 0 then redis.call('PUBLISH', EV, table.concat(EVT, '\\n')) end\n"
+    "return res\n";
+// clang-format on
+
+typedef enum {
+    OP_SUBMIT,
+    OP_BATCH,
+    OP_GET,
+    OP_JOB,
+    OP_LEASE,
+    OP_QUEUES,
+    OP_PAUSE,
+    OP_LIST,
+    OP_PURGE,
+    OP_REAP,
+    OP_RELEASE_BACK,
+    OP_READY,
+    OP_ACKS,
+    OP_SUBMITS
+} op_t;
+
+typedef struct redis_backend redis_backend_t;
+
+/* A node in an intrusive circular list with a sentinel. */
+typedef struct link {
+    struct link *prev, *next;
+} link_t;
+
+typedef enum { WAIT_LEASE, WAIT_GET } wait_kind_t;
+
+struct sp_be_wait {
+    link_t link;
+    wait_kind_t kind;
+    redis_backend_t *rb;
+    uv_timer_t timer;
+    int refs;      /* the timer until closed, plus a command in flight */
+    bool done;     /* answered or canceled */
+    bool inflight; /* a lease or get for this wait is outstanding */
+    bool wake;     /* something changed while in flight: try again on the answer */
+    bool timed_out;
+    void *ud;
+    union {
+        sp_be_jobs_cb lease;
+        sp_be_job_cb get;
+    } cb;
+    size_t max;
+    size_t nqueues;
+    char **queues;
+    size_t *queue_lens;
+    char *worker;
+    size_t worker_len;
+    bool has_worker;
+    uint64_t job_id;
+};
+
+/* One command sent on the command connection. */
+typedef struct cmd {
+    link_t link; /* on the outstanding list, oldest first */
+    redis_backend_t *rb;
+    op_t op;
+    void *cb;
+    void *ud;
+    sp_be_wait_t *wait;
+    char *fmt; /* the formatted EVALSHA, kept to send again after NOSCRIPT */
+    int fmt_len;
+    int64_t sent_at;
+    bool resent;
+    size_t n; /* batch size */
+} cmd_t;
+
+/* An ack waiting for the end of the loop turn: acks that arrive together go as one call. */
+typedef struct {
+    uint64_t id, lease;
+    char *result; /* a copy, or NULL for null */
+    size_t result_len;
+    sp_be_job_cb cb;
+    void *ud;
+} pending_ack_t;
+
+typedef struct {
+    size_t n;
+    pending_ack_t a[];
+} ack_batch_t;
+
+#define ACK_BATCH_MAX 1000
+
+/* Single submissions to one queue in one loop turn, sent as one "submit" call (answered one by
+ * one). Specs are copied, payloads included. */
+typedef struct subgroup {
+    struct subgroup *next;
+    char *queue;
+    size_t queue_len;
+    size_t n, cap;
+    sp_job_spec_t *specs;
+    sp_be_submit_cb *cbs;
+    void **uds;
+} subgroup_t;
+
+#define SUBMIT_GROUP_MAX 1000
+
+typedef enum { CONN_DOWN, CONN_CONNECTING, CONN_UP } conn_state_t;
+
+typedef struct {
+    redisAsyncContext *ac;
+    conn_state_t state;
+    int64_t since; /* when the connect began */
+    int64_t retry_at;
+    int64_t backoff_ms;
+    bool ready; /* commands: script loaded; events: subscribed */
+} conn_t;
+
+struct redis_backend {
+    sp_backend_t base;
+    uv_loop_t *loop;
+    char host[256];
+    int port, db;
+    int64_t retention_ms, idem_ttl_ms;
+    uint64_t max_depth;
+    int64_t connect_timeout_ms, command_timeout_ms;
+    conn_t cmd, ev;
+    char sha[41];
+    char channel[32]; /* the events channel: one per database, as channels span databases */
+    link_t outstanding;
+    link_t lease_waits;
+    link_t get_waits;
+    uv_timer_t tick;
+    uv_idle_t wake;
+    bool wake_active;
+    uv_idle_t ackflush; /* sends what waited for the end of the loop turn: acks, submissions */
+    ack_batch_t *acks;  /* pending, ACK_BATCH_MAX slots; NULL when none */
+    subgroup_t *subs;   /* pending single submissions, one group per queue */
+    bool reaping;
+    bool was_up; /* for logging the outage once */
+    bool closing;
+    int open_handles;
+    uint64_t rng;
+    void (*closed)(void *ud);
+    void *closed_ud;
+    void (*observe)(void *ud, const sp_jobrec_t *job, int from);
+    void *observe_ud;
+};
+
+static void list_init(link_t *l)
+{
+    l->prev = l->next = l;
+}
+
+static bool list_empty(const link_t *l)
+{
+    return l->next == l;
+}
+
+static void list_push(link_t *l, link_t *n)
+{
+    n->prev = l->prev;
+    n->next = l;
+    l->prev->next = n;
+    l->prev = n;
+}
+
+static void list_unlink(link_t *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = n;
+}
+
+static redis_backend_t *rb_of(sp_backend_t *b)
+{
+    return (redis_backend_t *)b;
+}
+
+static uint64_t rng_next(redis_backend_t *rb)
+{
+    uint64_t z = (rb->rng += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* ---- URL and the start-up check --------------------------------------------------------- */
+
+int sp_backend_redis_parse_url(const char *url, char *host, size_t hostcap, int *port, int *db,
+                               char *err, size_t errlen)
+{
+    static const char scheme[] = "redis://";
+    if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
+        snprintf(err, errlen, "expected redis://HOST:PORT[/DB], got '%s'", url);
+        return SP_EINVAL;
+    }
+    const char *h = url + sizeof scheme - 1;
+    const char *slash = strchr(h, '/');
+    const char *end = slash ? slash : h + strlen(h);
+    const char *colon = NULL;
+    for (const char *p = h; p < end; p++)
+        if (*p == ':') colon = p;
+    if (h[0] == '[') {
+        size_t span = end > h ? (size_t)(end - h) : 0;
+        const char *rb = span ? memchr(h, ']', span) : NULL;
+        if (!rb || (colon && colon < rb)) colon = NULL;
+        if (rb && colon) h++;
+        if (!rb) {
+            snprintf(err, errlen, "unterminated [ in '%s'", url);
+            return SP_EINVAL;
+        }
+    }
+    const char *hend = colon ? colon : end;
+    if (hend > h && hend[-1] == ']') hend--;
+    size_t hl = (size_t)(hend - h);
+    if (hl == 0 || hl >= hostcap) {
+        snprintf(err, errlen, "missing or too long host in '%s'", url);
+        return SP_EINVAL;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = 6379;
+    *db = 0;
+    if (colon) {
+        char *e;
+        errno = 0;
+        long p = strtol(colon + 1, &e, 10);
+        if (errno || e != end || e == colon + 1 || p < 1 || p > 65535) {
+            snprintf(err, errlen, "bad port in '%s'", url);
+            return SP_EINVAL;
+        }
+        *port = (int)p;
+    }
+    if (slash && slash[1]) {
+        char *e;
+        errno = 0;
+        long d = strtol(slash + 1, &e, 10);
+        if (errno || *e || d < 0 || d > 65535) {
+            snprintf(err, errlen, "bad database number in '%s'", url);
+            return SP_EINVAL;
+        }
+        *db = (int)d;
+    }
+    return 0;
+}
+
+/* The value of `field` in an INFO text, copied into out; false when absent. */
+static bool info_field(const char *info, const char *field, char *out, size_t cap)
+{
+    size_t fl = strlen(field);
+    for (const char *p = info; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, field, fl) == 0 && p[fl] == ':') {
+            const char *v = p + fl + 1;
+            size_t n = strcspn(v, "\r\n");
+            if (n >= cap) n = cap - 1;
+            memcpy(out, v, n);
+            out[n] = '\0';
+            return true;
+        }
+    }
+    return false;
+}
+
+static int start_check(const char *host, int port, int64_t timeout_ms, char *err, size_t errlen)
+{
+    struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+    redisContext *c = redisConnectWithTimeout(host, port, tv);
+    if (!c || c->err) {
+        snprintf(err, errlen, "cannot connect to Redis at %s:%d: %s", host, port,
+                 c ? c->errstr : "out of memory");
+        if (c) redisFree(c);
+        return SP_EUNAVAIL;
+    }
+    redisSetTimeout(c, tv);
+    int rc = 0;
+    redisReply *r = redisCommand(c, "CONFIG GET maxmemory-policy");
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        r->element[1]->type == REDIS_REPLY_STRING) {
+        const char *pol = r->element[1]->str;
+        if (strncmp(pol, "allkeys-", 8) == 0 || strncmp(pol, "volatile-", 9) == 0) {
+            snprintf(err, errlen,
+                     "Redis at %s:%d has maxmemory-policy %s: it may evict keys when memory is "
+                     "full and so silently drop jobs; set maxmemory-policy noeviction",
+                     host, port, pol);
+            rc = SP_EINVAL;
+        }
+    } else if (!r) {
+        snprintf(err, errlen, "Redis at %s:%d does not answer: %s", host, port, c->errstr);
+        rc = SP_EUNAVAIL;
+    } else {
+        sp_warn("cannot read maxmemory-policy of Redis at %s:%d (CONFIG GET refused); make sure "
+                "it is noeviction, or jobs may be silently dropped",
+                host, port);
+    }
+    if (r) freeReplyObject(r);
+    if (rc) {
+        redisFree(c);
+        return rc;
+    }
+    r = redisCommand(c, "INFO persistence");
+    if (r && r->type == REDIS_REPLY_STRING) {
+        char aof[16] = "", saves[32] = "";
+        info_field(r->str, "aof_enabled", aof, sizeof aof);
+        freeReplyObject(r);
+        r = redisCommand(c, "CONFIG GET save");
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[1]->type == REDIS_REPLY_STRING) {
+            snprintf(saves, sizeof saves, "%s", r->element[1]->str);
+            if (strcmp(aof, "1") != 0 && saves[0] == '\0')
+                sp_warn("Redis at %s:%d has neither AOF nor RDB persistence on: every job is "
+                        "lost when it restarts (appendonly yes is recommended)",
+                        host, port);
+        }
+    }
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return 0;
+}
+
+/* ---- decoding replies ------------------------------------------------------------------- */
+
+static int64_t rnum(const redisReply *r, int64_t dflt)
+{
+    if (!r) return dflt;
+    if (r->type == REDIS_REPLY_INTEGER) return r->integer;
+    if (r->type != REDIS_REPLY_STRING) return dflt;
+    char tmp[32];
+    size_t n = r->len < sizeof tmp - 1 ? r->len : sizeof tmp - 1;
+    memcpy(tmp, r->str, n);
+    tmp[n] = '\0';
+    char *e;
+    errno = 0;
+    long long v = strtoll(tmp, &e, 10);
+    if (e == tmp) return dflt;
+    if (*e == '.' || *e == 'e' || *e == 'E') return (int64_t)strtod(tmp, NULL);
+    return v;
+}
+
+static uint64_t runum(const redisReply *r)
+{
+    if (!r) return 0;
+    if (r->type == REDIS_REPLY_INTEGER) return (uint64_t)r->integer;
+    if (r->type != REDIS_REPLY_STRING) return 0;
+    char tmp[32];
+    size_t n = r->len < sizeof tmp - 1 ? r->len : sizeof tmp - 1;
+    memcpy(tmp, r->str, n);
+    tmp[n] = '\0';
+    return strtoull(tmp, NULL, 10);
+}
+
+static void rstr(const redisReply *r, const char **s, size_t *len)
+{
+    if (r && r->type == REDIS_REPLY_STRING) {
+        *s = r->str;
+        *len = r->len;
+    } else {
+        *s = NULL;
+        *len = 0;
+    }
+}
+
+/* A job view as the script's HMGET of every field; false when it is not one. */
+static bool decode_job(const redisReply *r, sp_jobrec_t *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != NFIELDS) return false;
+    redisReply **e = r->element;
+    if (e[0]->type != REDIS_REPLY_STRING && e[0]->type != REDIS_REPLY_INTEGER) return false;
+    o->id = runum(e[0]);
+    rstr(e[1], &o->queue, &o->queue_len);
+    rstr(e[2], &o->type, &o->type_len);
+    rstr(e[3], &o->payload, &o->payload_len);
+    if (!o->payload) {
+        o->payload = "null";
+        o->payload_len = 4;
+    }
+    int64_t s = rnum(e[4], 0);
+    o->state = s >= 0 && s < SP_STATE_COUNT ? (sp_state_t)s : SP_STATE_QUEUED;
+    o->priority = (int)rnum(e[5], SP_DEFAULT_PRIORITY);
+    o->attempts = (uint32_t)rnum(e[6], 0);
+    o->max_attempts = (uint32_t)rnum(e[7], SP_DEFAULT_MAX_ATTEMPTS);
+    o->timeout_ms = (uint32_t)rnum(e[8], SP_DEFAULT_TIMEOUT_MS);
+    o->backoff_ms = (uint32_t)rnum(e[9], SP_DEFAULT_BACKOFF_MS);
+    o->created_at = rnum(e[10], 0);
+    o->run_at = rnum(e[11], o->created_at);
+    o->started_at = rnum(e[12], -1);
+    o->finished_at = rnum(e[13], -1);
+    bool running = o->state == SP_STATE_RUNNING;
+    o->lease_expires_at = running ? rnum(e[14], -1) : -1;
+    rstr(e[15], &o->result, &o->result_len);
+    rstr(e[16], &o->last_error, &o->last_error_len);
+    rstr(e[17], &o->worker, &o->worker_len);
+    rstr(e[18], &o->idem_key, &o->idem_key_len);
+    o->cancel_requested = rnum(e[19], 0) == 1;
+    o->lease = running ? runum(e[20]) : 0;
+    return true;
+}
+
+static bool decode_stats(const redisReply *r, sp_queue_stats_t *o)
+{
+    memset(o, 0, sizeof *o);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != NSTATS) return false;
+    redisReply **e = r->element;
+    rstr(e[0], &o->name, &o->name_len);
+    o->paused = rnum(e[1], 0) == 1;
+    for (int i = 0; i < SP_STATE_COUNT; i++) o->counts[i] = (uint64_t)rnum(e[2 + i], 0);
+    o->oldest_queued_age_ms = rnum(e[8], 0);
+    o->enqueued = (uint64_t)rnum(e[9], 0);
+    o->succeeded = (uint64_t)rnum(e[10], 0);
+    o->failed = (uint64_t)rnum(e[11], 0);
+    o->retried = (uint64_t)rnum(e[12], 0);
+    o->leased = (uint64_t)rnum(e[13], 0);
+    o->canceled = (uint64_t)rnum(e[14], 0);
+    return true;
+}
+
+/* The status of a script reply (element 0) and its text (element 1), or SP_EUNAVAIL for a
+ * lost connection and SP_EIO for anything unexpected. */
+static int reply_status(const redisReply *r, const char **why)
+{
+    *why = NULL;
+    if (!r) {
+        *why = "Redis connection lost";
+        return SP_EUNAVAIL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        *why = r->str;
+        /* A Redis loading its data, or out of memory, is a passing condition. */
+        if (strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0 ||
+            strncmp(r->str, "OOM", 3) == 0 || strncmp(r->str, "MASTERDOWN", 10) == 0 ||
+            strncmp(r->str, "READONLY", 8) == 0)
+            return SP_EUNAVAIL;
+        return SP_EIO;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+        *why = "unexpected reply from Redis";
+        return SP_EIO;
+    }
+    int st = (int)r->element[0]->integer;
+    if (st < 0 && r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING)
+        *why = r->element[1]->str;
+    if (st < 0 && !*why) {
+        switch (st) {
+        case SP_ENOTFOUND:
+            *why = "no job with this id";
+            break;
+        case SP_EFULL:
+            *why = "the queue is at its maximum depth";
+            break;
+        default:
+            *why = sp_strerror(st);
+        }
+    }
+    return st;
+}
+
+/* ---- connections ------------------------------------------------------------------------ */
+
+/* Whether commands can be sent: the command connection is up or being opened (commands queue
+ * behind the connect and fail with it). */
+static bool usable(const redis_backend_t *rb)
+{
+    return !rb->closing && rb->cmd.ac && rb->cmd.state != CONN_DOWN;
+}
+
+static bool is_ready(const redis_backend_t *rb)
+{
+    return !rb->closing && rb->cmd.state == CONN_UP && rb->cmd.ready && rb->ev.state == CONN_UP &&
+           rb->ev.ready;
+}
+
+bool sp_backend_redis_connected(const sp_backend_t *b)
+{
+    return is_ready((const redis_backend_t *)b);
+}
+
+static void schedule_wake(redis_backend_t *rb);
+static void wake_all(redis_backend_t *rb);
+static void conn_start(redis_backend_t *rb, conn_t *c);
+
+static void note_state(redis_backend_t *rb)
+{
+    bool up = is_ready(rb);
+    if (up && !rb->was_up) {
+        sp_info("Redis at %s:%d reachable", rb->host, rb->port);
+        wake_all(rb);
+    } else if (!up && rb->was_up && !rb->closing) {
+        sp_warn("Redis at %s:%d unreachable: answering 503 until it is back", rb->host, rb->port);
+    }
+    rb->was_up = up;
+}
+
+static void conn_lost(redis_backend_t *rb, conn_t *c)
+{
+    c->ac = NULL;
+    c->state = CONN_DOWN;
+    c->ready = false;
+    c->backoff_ms = c->backoff_ms ? SP_MIN(c->backoff_ms * 2, RECONNECT_MAX_MS) : RECONNECT_MIN_MS;
+    c->retry_at = sp_now_ms() + c->backoff_ms;
+    note_state(rb);
+}
+
+static conn_t *conn_of(redis_backend_t *rb, const redisAsyncContext *ac)
+{
+    if (rb->cmd.ac == ac) return &rb->cmd;
+    if (rb->ev.ac == ac) return &rb->ev;
+    return NULL;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    redis_backend_t *rb = ac->data;
+    conn_t *c = conn_of(rb, ac);
+    if (!c) return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback */
+        conn_lost(rb, c);
+        return;
+    }
+    c->state = CONN_UP;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    redis_backend_t *rb = ac->data;
+    conn_t *c = conn_of(rb, ac);
+    if (c) conn_lost(rb, c);
+}
+
+static void script_loaded(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redis_backend_t *rb = priv;
+    redisReply *r = reply;
+    if (!r || rb->cmd.ac != ac) return;
+    if (r->type == REDIS_REPLY_STRING && r->len == 40) {
+        memcpy(rb->sha, r->str, 40);
+        rb->sha[40] = '\0';
+        rb->cmd.ready = true;
+        rb->cmd.backoff_ms = 0;
+        note_state(rb);
+    } else {
+        sp_error("Redis refused the Spool script: %s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+}
+
+static void ignore_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    (void)reply;
+    (void)priv;
+}
+
+static void on_event(redisAsyncContext *ac, void *reply, void *priv);
+
+static void conn_start(redis_backend_t *rb, conn_t *c)
+{
+    redisAsyncContext *ac = redisAsyncConnect(rb->host, rb->port);
+    if (!ac || ac->err) {
+        if (ac) redisAsyncFree(ac);
+        conn_lost(rb, c);
+        return;
+    }
+    ac->data = rb;
+    if (redisLibuvAttach(ac, rb->loop) != REDIS_OK) {
+        redisAsyncFree(ac);
+        conn_lost(rb, c);
+        return;
+    }
+    c->ac = ac;
+    c->state = CONN_CONNECTING;
+    c->since = sp_now_ms();
+    c->ready = false;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* Pipelined behind the connect: they run once it is up. */
+    if (rb->db) redisAsyncCommand(ac, ignore_reply, NULL, "SELECT %d", rb->db);
+    if (c == &rb->cmd)
+        redisAsyncCommand(ac, script_loaded, rb, "SCRIPT LOAD %b", lua_src, sizeof lua_src - 1);
+    else
+        redisAsyncCommand(ac, on_event, rb, "SUBSCRIBE %s", rb->channel);
+}
+
+/* Drops a connection that hangs (connect or command past its time); hiredis answers every
+ * outstanding command with no reply, which callers see as SP_EUNAVAIL. */
+static void conn_drop(redis_backend_t *rb, conn_t *c, const char *why)
+{
+    redisAsyncContext *ac = c->ac;
+    if (!ac) return;
+    sp_warn("Redis at %s:%d: %s; reconnecting", rb->host, rb->port, why);
+    conn_lost(rb, c);
+    redisAsyncFree(ac);
+}
+
+/* ---- commands --------------------------------------------------------------------------- */
+
+static void cmd_free(cmd_t *k)
+{
+    free(k->fmt);
+    free(k);
+}
+
+static void cmd_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* Sends EVALSHA SHA 1 CHANNEL argv[0..argc): the one key is the events channel the script
+ * publishes on. Returns false when it could not be sent (k is then the caller's). */
+static bool cmd_send(redis_backend_t *rb, cmd_t *k, int argc, const char **argv, const size_t *lens)
+{
+    const char **av = malloc((size_t)(argc + 4) * sizeof *av);
+    size_t *al = malloc((size_t)(argc + 4) * sizeof *al);
+    if (!av || !al) {
+        free(av);
+        free(al);
+        return false;
+    }
+    /* Until SCRIPT LOAD has answered (right after a connect) the source itself goes along. */
+    if (rb->cmd.ready) {
+        av[0] = "EVALSHA";
+        al[0] = 7;
+        av[1] = rb->sha;
+        al[1] = 40;
+    } else {
+        av[0] = "EVAL";
+        al[0] = 4;
+        av[1] = lua_src;
+        al[1] = sizeof lua_src - 1;
+    }
+    av[2] = "1";
+    al[2] = 1;
+    av[3] = rb->channel;
+    al[3] = strlen(rb->channel);
+    memcpy(av + 4, argv, (size_t)argc * sizeof *av);
+    memcpy(al + 4, lens, (size_t)argc * sizeof *al);
+    char *fmt = NULL;
+    int len = redisFormatCommandArgv(&fmt, argc + 4, av, al);
+    free(av);
+    free(al);
+    if (len < 0 || !fmt) return false;
+    k->fmt = fmt;
+    k->fmt_len = len;
+    k->rb = rb;
+    k->sent_at = sp_now_ms();
+    if (redisAsyncFormattedCommand(rb->cmd.ac, cmd_reply, k, fmt, (size_t)len) != REDIS_OK)
+        return false;
+    list_push(&rb->outstanding, &k->link);
+    return true;
+}
+
+/* ---- argument building ------------------------------------------------------------------ */
+
+/* Arguments for one script call; numbers are written into a side store that never moves. */
+typedef struct {
+    const char **v;
+    size_t *l;
+    char (*num)[24];
+    int n, cap, nnum, numcap;
+    bool over; /* an argument did not fit: a bug, answered as SP_ENOMEM */
+} args_t;
+
+static bool args_init(args_t *a, int cap, int numcap)
+{
+    a->v = malloc((size_t)cap * sizeof *a->v);
+    a->l = malloc((size_t)cap * sizeof *a->l);
+    a->num = malloc((size_t)(numcap ? numcap : 1) * sizeof *a->num);
+    a->n = a->nnum = 0;
+    a->over = false;
+    a->cap = cap;
+    a->numcap = numcap;
+    if (a->v && a->l && a->num) return true;
+    free(a->v);
+    free(a->l);
+    free(a->num);
+    return false;
+}
+
+static void args_free(args_t *a)
+{
+    free(a->v);
+    free(a->l);
+    free(a->num);
+}
+
+static void arg_bin(args_t *a, const char *s, size_t len)
+{
+    if (a->n >= a->cap) {
+        a->over = true;
+        return;
+    }
+    a->v[a->n] = s ? s : "";
+    a->l[a->n++] = s ? len : 0;
+}
+
+static void arg_str(args_t *a, const char *s)
+{
+    arg_bin(a, s, strlen(s));
+}
+
+static void arg_i64(args_t *a, int64_t v)
+{
+    if (a->nnum >= a->numcap) {
+        a->over = true;
+        return;
+    }
+    char *b = a->num[a->nnum++];
+    int n = snprintf(b, 24, "%lld", (long long)v);
+    arg_bin(a, b, (size_t)n);
+}
+
+static void arg_u64(args_t *a, uint64_t v)
+{
+    if (a->nnum >= a->numcap) {
+        a->over = true;
+        return;
+    }
+    char *b = a->num[a->nnum++];
+    int n = snprintf(b, 24, "%llu", (unsigned long long)v);
+    arg_bin(a, b, (size_t)n);
+}
+
+/* Makes a command and sends it, or answers at once with SP_EUNAVAIL / SP_ENOMEM. */
+static cmd_t *cmd_new(op_t op, void *cb, void *ud)
+{
+    cmd_t *k = calloc(1, sizeof *k);
+    if (!k) return NULL;
+    list_init(&k->link);
+    k->op = op;
+    k->cb = cb;
+    k->ud = ud;
+    return k;
+}
+
+static void answer_error(op_t op, void *cb, void *ud, int st, const char *why);
+static void wait_end(sp_be_wait_t *w);
+
+static void run(redis_backend_t *rb, op_t op, void *cb, void *ud, sp_be_wait_t *w, size_t n,
+                args_t *a)
+{
+    if (!usable(rb)) {
+        args_free(a);
+        if (w) wait_end(w);
+        answer_error(op, cb, ud, SP_EUNAVAIL,
+                     rb->closing ? "the backend is closing" : "Redis is unreachable");
+        return;
+    }
+    cmd_t *k = cmd_new(op, cb, ud);
+    if (!k || a->over) {
+        free(k);
+        args_free(a);
+        if (w) wait_end(w);
+        answer_error(op, cb, ud, SP_ENOMEM, "out of memory");
+        return;
+    }
+    k->wait = w;
+    k->n = n;
+    if (w) {
+        w->refs++;
+        w->inflight = true;
+    }
+    bool ok = cmd_send(rb, k, a->n, a->v, a->l);
+    args_free(a);
+    if (!ok) {
+        if (w) {
+            w->refs--;
+            w->inflight = false;
+        }
+        cmd_free(k);
+        if (w) wait_end(w);
+        answer_error(op, cb, ud, SP_ENOMEM, "cannot send to Redis");
+    }
+}
+
+/* ---- waits ------------------------------------------------------------------------------ */
+
+static void release_handle(redis_backend_t *rb);
+
+static void wait_free(sp_be_wait_t *w)
+{
+    for (size_t i = 0; i < w->nqueues; i++) free(w->queues[i]);
+    free(w->queues);
+    free(w->queue_lens);
+    free(w->worker);
+    free(w);
+}
+
+static void wait_put(sp_be_wait_t *w)
+{
+    if (--w->refs > 0) return;
+    redis_backend_t *rb = w->rb;
+    wait_free(w);
+    release_handle(rb);
+}
+
+static void wait_closed(uv_handle_t *h)
+{
+    wait_put(h->data);
+}
+
+/* Takes a wait off its list and closes its timer; the callback is not called here. */
+static void wait_end(sp_be_wait_t *w)
+{
+    if (w->done) return;
+    w->done = true;
+    list_unlink(&w->link);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, wait_closed);
+}
+
+static void wait_timeout(uv_timer_t *t);
+
+static sp_be_wait_t *wait_new(redis_backend_t *rb, wait_kind_t kind, int64_t wait_ms, void *ud)
+{
+    sp_be_wait_t *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->kind = kind;
+    w->rb = rb;
+    w->ud = ud;
+    w->refs = 1;
+    uv_timer_init(rb->loop, &w->timer);
+    w->timer.data = w;
+    rb->open_handles++;
+    uv_timer_start(&w->timer, wait_timeout, (uint64_t)wait_ms, 0);
+    list_push(kind == WAIT_LEASE ? &rb->lease_waits : &rb->get_waits, &w->link);
+    return w;
+}
+
+static bool wait_copy_req(sp_be_wait_t *w, const sp_lease_req_t *req)
+{
+    w->max = req->max;
+    if (req->worker) {
+        w->worker = malloc(req->worker_len + 1);
+        if (!w->worker) return false;
+        memcpy(w->worker, req->worker, req->worker_len);
+        w->worker[req->worker_len] = '\0';
+        w->worker_len = req->worker_len;
+        w->has_worker = true;
+    }
+    if (!req->queues) return true;
+    w->queues = calloc(req->nqueues ? req->nqueues : 1, sizeof *w->queues);
+    w->queue_lens = calloc(req->nqueues ? req->nqueues : 1, sizeof *w->queue_lens);
+    if (!w->queues || !w->queue_lens) return false;
+    for (size_t i = 0; i < req->nqueues; i++) {
+        w->queues[i] = malloc(req->queue_lens[i] + 1);
+        if (!w->queues[i]) return false;
+        memcpy(w->queues[i], req->queues[i], req->queue_lens[i]);
+        w->queues[i][req->queue_lens[i]] = '\0';
+        w->queue_lens[i] = req->queue_lens[i];
+        w->nqueues = i + 1;
+    }
+    return true;
+}
+
+static void lease_args_send(redis_backend_t *rb, const sp_lease_req_t *req, sp_be_jobs_cb cb,
+                            void *ud, sp_be_wait_t *w);
+static void get_send(redis_backend_t *rb, uint64_t id, sp_be_job_cb cb, void *ud, sp_be_wait_t *w);
+
+static void wait_try(sp_be_wait_t *w)
+{
+    if (w->done || w->inflight) {
+        w->wake = true;
+        return;
+    }
+    w->wake = false;
+    if (w->kind == WAIT_LEASE) {
+        sp_lease_req_t req = {.queues = w->queues ? (const char *const *)w->queues : NULL,
+                              .queue_lens = w->queue_lens,
+                              .nqueues = w->nqueues,
+                              .max = w->max,
+                              .worker = w->has_worker ? w->worker : NULL,
+                              .worker_len = w->worker_len};
+        lease_args_send(w->rb, &req, w->cb.lease, w->ud, w);
+    } else {
+        get_send(w->rb, w->job_id, w->cb.get, w->ud, w);
+    }
+}
+
+static void wait_timeout(uv_timer_t *t)
+{
+    sp_be_wait_t *w = t->data;
+    if (w->kind == WAIT_LEASE) {
+        sp_be_jobs_cb cb = w->cb.lease;
+        void *ud = w->ud;
+        wait_end(w);
+        cb(ud, 0, NULL, NULL, 0, 0);
+        return;
+    }
+    /* A get answers with the job as it is now: one more read. */
+    w->timed_out = true;
+    if (!usable(w->rb)) {
+        sp_be_job_cb cb = w->cb.get;
+        void *ud = w->ud;
+        wait_end(w);
+        cb(ud, SP_EUNAVAIL, "Redis is unreachable", NULL);
+        return;
+    }
+    if (!w->inflight) wait_try(w);
+}
+
+/* Tries every wait again: after a reconnect, messages may have been missed. */
+static void wake_all(redis_backend_t *rb)
+{
+    for (link_t *l = rb->lease_waits.next; l != &rb->lease_waits; l = l->next)
+        sp_container_of(l, sp_be_wait_t, link)->wake = true;
+    for (link_t *l = rb->get_waits.next; l != &rb->get_waits; l = l->next)
+        sp_container_of(l, sp_be_wait_t, link)->wake = true;
+    schedule_wake(rb);
+}
+
+static void wake_cb(uv_idle_t *h)
+{
+    redis_backend_t *rb = sp_container_of(h, redis_backend_t, wake);
+    uv_idle_stop(h);
+    rb->wake_active = false;
+    if (!is_ready(rb)) return;
+    /* The waits to try move to a local list first: trying one may answer (and end) it, and
+     * its callback may add or cancel waits. */
+    link_t *lists[2] = {&rb->lease_waits, &rb->get_waits};
+    for (int i = 0; i < 2; i++) {
+        link_t pending;
+        list_init(&pending);
+        link_t *l = lists[i]->next;
+        while (l != lists[i]) {
+            link_t *next = l->next;
+            sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
+            if (w->wake && !w->inflight) {
+                list_unlink(l);
+                list_push(&pending, l);
+            }
+            l = next;
+        }
+        while (!list_empty(&pending)) {
+            sp_be_wait_t *w = sp_container_of(pending.next, sp_be_wait_t, link);
+            list_unlink(&w->link);
+            list_push(lists[i], &w->link);
+            wait_try(w);
+        }
+    }
+}
+
+static void schedule_wake(redis_backend_t *rb)
+{
+    if (rb->wake_active || rb->closing) return;
+    rb->wake_active = true;
+    uv_idle_start(&rb->wake, wake_cb);
+}
+
+static bool wait_wants_queue(const sp_be_wait_t *w, const char *q, size_t ql)
+{
+    if (!w->queues) return true;
+    for (size_t i = 0; i < w->nqueues; i++)
+        if (w->queue_lens[i] == ql && memcmp(w->queues[i], q, ql) == 0) return true;
+    return false;
+}
+
+/* One job event: "ID FROM TO ATTEMPTS RUN_AT STARTED FINISHED QUEUE". */
+static void event_line(redis_backend_t *rb, const char *m, size_t len)
+{
+    long long f[7];
+    char num[32];
+    size_t pos = 0;
+    for (int i = 0; i < 7; i++) {
+        size_t k = 0;
+        while (pos < len && m[pos] != ' ' && k < sizeof num - 1) num[k++] = m[pos++];
+        num[k] = '\0';
+        if (k == 0 || pos >= len || m[pos] != ' ') return;
+        pos++;
+        char *e;
+        f[i] = strtoll(num, &e, 10);
+        if (*e) return;
+    }
+    const char *q = m + pos;
+    size_t ql = len - pos;
+    int to = (int)f[2];
+    if (to == SP_STATE_QUEUED) {
+        bool any = false;
+        for (link_t *l = rb->lease_waits.next; l != &rb->lease_waits; l = l->next) {
+            sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
+            if (wait_wants_queue(w, q, ql)) {
+                w->wake = true;
+                any = true;
+            }
+        }
+        if (any) schedule_wake(rb);
+    } else if (to >= SP_STATE_SUCCEEDED && to < SP_STATE_COUNT) {
+        for (link_t *l = rb->get_waits.next; l != &rb->get_waits; l = l->next) {
+            sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
+            if (w->job_id == (uint64_t)f[0]) {
+                w->wake = true;
+                schedule_wake(rb);
+            }
+        }
+    }
+    if (rb->observe && f[0] > 0 && to >= 0 && to < SP_STATE_COUNT) {
+        sp_jobrec_t rec;
+        memset(&rec, 0, sizeof rec);
+        rec.id = (uint64_t)f[0];
+        rec.queue = q;
+        rec.queue_len = ql;
+        rec.type = "";
+        rec.payload = "null";
+        rec.payload_len = 4;
+        rec.state = (sp_state_t)to;
+        rec.attempts = (uint32_t)f[3];
+        rec.run_at = f[4];
+        rec.started_at = f[5];
+        rec.finished_at = f[6];
+        rec.lease_expires_at = -1;
+        rb->observe(rb->observe_ud, &rec, (int)f[1]);
+    }
+}
+
+/* A message on the events channel: the job events of one script call, one per line. */
+static void on_event(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redis_backend_t *rb = priv;
+    redisReply *r = reply;
+    if (!r || rb->ev.ac != ac || r->type != REDIS_REPLY_ARRAY || r->elements < 3) return;
+    const redisReply *kind = r->element[0];
+    if (kind->type != REDIS_REPLY_STRING) return;
+    if (strcmp(kind->str, "subscribe") == 0) {
+        rb->ev.ready = true;
+        rb->ev.backoff_ms = 0;
+        note_state(rb);
+        return;
+    }
+    if (strcmp(kind->str, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING) return;
+    const char *m = r->element[2]->str;
+    const char *end = m + r->element[2]->len;
+    while (m < end) {
+        const char *nl = memchr(m, '\n', (size_t)(end - m));
+        const char *line_end = nl ? nl : end;
+        event_line(rb, m, (size_t)(line_end - m));
+        m = line_end + 1;
+    }
+}
+
+/* ---- answering -------------------------------------------------------------------------- */
+
+static void ack_batch_free(ack_batch_t *ab)
+{
+    for (size_t i = 0; i < ab->n; i++) free(ab->a[i].result);
+    free(ab);
+}
+
+static void subgroup_free(subgroup_t *g)
+{
+    for (size_t i = 0; i < g->n; i++) free((char *)g->specs[i].payload);
+    free(g->specs);
+    free(g->cbs);
+    free(g->uds);
+    free(g->queue);
+    free(g);
+}
+
+static void answer_error(op_t op, void *cb, void *ud, int st, const char *why)
+{
+    switch (op) {
+    case OP_SUBMIT:
+        ((sp_be_submit_cb)cb)(ud, st, why, NULL, false);
+        break;
+    case OP_BATCH:
+        ((sp_be_batch_cb)cb)(ud, st, why, NULL, NULL, 0);
+        break;
+    case OP_GET:
+    case OP_JOB:
+        ((sp_be_job_cb)cb)(ud, st, why, NULL);
+        break;
+    case OP_LEASE:
+    case OP_LIST:
+        ((sp_be_jobs_cb)cb)(ud, st, why, NULL, 0, 0);
+        break;
+    case OP_QUEUES:
+    case OP_PAUSE:
+        ((sp_be_queues_cb)cb)(ud, st, why, NULL, 0);
+        break;
+    case OP_PURGE:
+        ((sp_be_count_cb)cb)(ud, st, why, 0);
+        break;
+    case OP_REAP:
+        ((redis_backend_t *)ud)->reaping = false;
+        break;
+    case OP_READY:
+        ((sp_be_status_cb)cb)(ud, st, why);
+        break;
+    case OP_ACKS: {
+        ack_batch_t *ab = ud;
+        for (size_t i = 0; i < ab->n; i++) ab->a[i].cb(ab->a[i].ud, st, why, NULL);
+        ack_batch_free(ab);
+        break;
+    }
+    case OP_SUBMITS: {
+        subgroup_t *g = ud;
+        for (size_t i = 0; i < g->n; i++) g->cbs[i](g->uds[i], st, why, NULL, false);
+        subgroup_free(g);
+        break;
+    }
+    case OP_RELEASE_BACK:
+        break;
+    }
+}
+
+/* Jobs leased for a wait that ended meanwhile go back at once, their attempt not counted. */
+static void release_back(redis_backend_t *rb, const redisReply *r)
+{
+    for (size_t i = 1; i < r->elements; i++) {
+        sp_jobrec_t rec;
+        if (!decode_job(r->element[i], &rec)) continue;
+        args_t a;
+        if (!args_init(&a, 4, 2)) continue;
+        arg_str(&a, "release");
+        arg_u64(&a, rec.id);
+        arg_u64(&a, rec.lease);
+        run(rb, OP_RELEASE_BACK, NULL, NULL, NULL, 0, &a);
+    }
+}
+
+static void answer_lease(redis_backend_t *rb, cmd_t *k, const redisReply *r, int st,
+                         const char *why)
+{
+    sp_be_wait_t *w = k->wait;
+    sp_be_jobs_cb cb = k->cb;
+    size_t n = st == 0 ? r->elements - 1 : 0;
+    if (w) {
+        w->inflight = false;
+        if (w->done) {
+            if (n) release_back(rb, r);
+            return;
+        }
+        if (st == 0 && n == 0) {
+            if (w->wake) schedule_wake(rb);
+            return; /* keep waiting */
+        }
+        wait_end(w);
+    }
+    if (st) {
+        cb(k->ud, st, why, NULL, 0, 0);
+        return;
+    }
+    if (n == 0) {
+        cb(k->ud, 0, NULL, NULL, 0, 0);
+        return;
+    }
+    sp_jobrec_t stack[16];
+    sp_jobrec_t *recs = n <= 16 ? stack : malloc(n * sizeof *recs);
+    if (!recs) {
+        cb(k->ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
+        return;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (decode_job(r->element[i + 1], &recs[m])) m++;
+    cb(k->ud, 0, NULL, recs, m, 0);
+    if (recs != stack) free(recs);
+}
+
+static void answer_get(redis_backend_t *rb, cmd_t *k, const redisReply *r, int st, const char *why)
+{
+    (void)rb;
+    sp_be_wait_t *w = k->wait;
+    sp_be_job_cb cb = k->cb;
+    sp_jobrec_t rec;
+    bool have = st == 0 && r->elements >= 2 && decode_job(r->element[1], &rec);
+    if (w) {
+        w->inflight = false;
+        if (w->done) return;
+        bool finished = !have || sp_state_finished(rec.state);
+        if (st == 0 && !finished && !w->timed_out) {
+            if (w->wake) schedule_wake(rb);
+            return;
+        }
+        wait_end(w);
+    }
+    if (st)
+        cb(k->ud, st, why, NULL);
+    else if (!have)
+        cb(k->ud, SP_EIO, "unexpected reply from Redis", NULL);
+    else
+        cb(k->ud, 0, NULL, &rec);
+}
+
+static void cmd_answer(redis_backend_t *rb, cmd_t *k, const redisReply *r)
+{
+    if (k->op == OP_READY) {
+        bool ok = r && r->type == REDIS_REPLY_STATUS;
+        ((sp_be_status_cb)k->cb)(
+            k->ud, ok ? 0 : SP_EUNAVAIL,
+            ok ? NULL : (r && r->type == REDIS_REPLY_ERROR ? r->str : "Redis is unreachable"));
+        return;
+    }
+    const char *why;
+    int st = reply_status(r, &why);
+    switch (k->op) {
+    case OP_SUBMIT: {
+        sp_jobrec_t rec;
+        if (st == 0 && (r->elements < 3 || !decode_job(r->element[2], &rec))) {
+            st = SP_EIO;
+            why = "unexpected reply from Redis";
+        }
+        if (st)
+            ((sp_be_submit_cb)k->cb)(k->ud, st, why, NULL, false);
+        else
+            ((sp_be_submit_cb)k->cb)(k->ud, 0, NULL, &rec, rnum(r->element[1], 0) == 1);
+        break;
+    }
+    case OP_BATCH: {
+        sp_be_batch_cb cb = k->cb;
+        size_t n = k->n;
+        if (st == 0 && r->elements != 1 + 2 * n) {
+            st = SP_EIO;
+            why = "unexpected reply from Redis";
+        }
+        if (st) {
+            cb(k->ud, st, why, NULL, NULL, 0);
+            break;
+        }
+        sp_jobrec_t *recs = malloc((n ? n : 1) * sizeof *recs);
+        bool *ex = malloc(n ? n : 1);
+        if (!recs || !ex) {
+            free(recs);
+            free(ex);
+            cb(k->ud, SP_ENOMEM, "out of memory", NULL, NULL, 0);
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            ex[i] = rnum(r->element[1 + 2 * i], 0) == 1;
+            decode_job(r->element[2 + 2 * i], &recs[i]);
+        }
+        cb(k->ud, 0, NULL, recs, ex, n);
+        free(recs);
+        free(ex);
+        break;
+    }
+    case OP_GET:
+        answer_get(rb, k, r, st, why);
+        break;
+    case OP_JOB: {
+        sp_jobrec_t rec;
+        if (st == 0 && (r->elements < 2 || !decode_job(r->element[1], &rec))) {
+            st = SP_EIO;
+            why = "unexpected reply from Redis";
+        }
+        if (st)
+            ((sp_be_job_cb)k->cb)(k->ud, st, why, NULL);
+        else
+            ((sp_be_job_cb)k->cb)(k->ud, 0, NULL, &rec);
+        break;
+    }
+    case OP_LEASE:
+        answer_lease(rb, k, r, st, why);
+        break;
+    case OP_LIST: {
+        sp_be_jobs_cb cb = k->cb;
+        if (st) {
+            cb(k->ud, st, why, NULL, 0, 0);
+            break;
+        }
+        size_t n = r->elements >= 2 ? r->elements - 2 : 0;
+        sp_jobrec_t *recs = malloc((n ? n : 1) * sizeof *recs);
+        if (!recs) {
+            cb(k->ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
+            break;
+        }
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (decode_job(r->element[2 + i], &recs[m])) m++;
+        cb(k->ud, 0, NULL, recs, m, r->elements >= 2 ? runum(r->element[1]) : 0);
+        free(recs);
+        break;
+    }
+    case OP_QUEUES:
+    case OP_PAUSE: {
+        sp_be_queues_cb cb = k->cb;
+        if (st) {
+            cb(k->ud, st, why, NULL, 0);
+            break;
+        }
+        size_t n = r->elements - 1;
+        sp_queue_stats_t *qs = malloc((n ? n : 1) * sizeof *qs);
+        if (!qs) {
+            cb(k->ud, SP_ENOMEM, "out of memory", NULL, 0);
+            break;
+        }
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (decode_stats(r->element[1 + i], &qs[m])) m++;
+        cb(k->ud, 0, NULL, qs, m);
+        free(qs);
+        break;
+    }
+    case OP_PURGE:
+        if (st)
+            ((sp_be_count_cb)k->cb)(k->ud, st, why, 0);
+        else
+            ((sp_be_count_cb)k->cb)(k->ud, 0, NULL, r->elements > 1 ? runum(r->element[1]) : 0);
+        break;
+    case OP_ACKS: {
+        ack_batch_t *ab = k->ud;
+        if (st == 0 && r->elements != 1 + ab->n) {
+            st = SP_EIO;
+            why = "unexpected reply from Redis";
+        }
+        for (size_t i = 0; i < ab->n; i++) {
+            pending_ack_t *p = &ab->a[i];
+            if (st) {
+                p->cb(p->ud, st, why, NULL);
+                continue;
+            }
+            const redisReply *e = r->element[1 + i];
+            const char *w2;
+            int s2 = reply_status(e, &w2);
+            sp_jobrec_t rec;
+            if (s2 == 0 && (e->elements < 2 || !decode_job(e->element[1], &rec))) {
+                s2 = SP_EIO;
+                w2 = "unexpected reply from Redis";
+            }
+            if (s2)
+                p->cb(p->ud, s2, w2, NULL);
+            else
+                p->cb(p->ud, 0, NULL, &rec);
+        }
+        ack_batch_free(ab);
+        break;
+    }
+    case OP_SUBMITS: {
+        subgroup_t *g = k->ud;
+        if (st == 0 && r->elements != 1 + 2 * g->n) {
+            st = SP_EIO;
+            why = "unexpected reply from Redis";
+        }
+        for (size_t i = 0; i < g->n; i++) {
+            sp_jobrec_t rec;
+            if (st)
+                g->cbs[i](g->uds[i], st, why, NULL, false);
+            else if (!decode_job(r->element[2 + 2 * i], &rec))
+                g->cbs[i](g->uds[i], SP_EIO, "unexpected reply from Redis", NULL, false);
+            else
+                g->cbs[i](g->uds[i], 0, NULL, &rec, rnum(r->element[1 + 2 * i], 0) == 1);
+        }
+        subgroup_free(g);
+        break;
+    }
+    case OP_READY:
+        break;
+    case OP_REAP:
+        rb->reaping = false;
+        if (st && r) sp_warn("Redis reaper: %s", why ? why : sp_strerror(st));
+        break;
+    case OP_RELEASE_BACK:
+        break;
+    }
+}
+
+static void cmd_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    cmd_t *k = priv;
+    redis_backend_t *rb = k->rb;
+    redisReply *r = reply;
+    list_unlink(&k->link);
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !k->resent &&
+        ac == rb->cmd.ac) {
+        /* Redis lost its script cache (SCRIPT FLUSH, a restart): load it and send again. Both
+         * travel on the same connection, so the load runs first. */
+        k->resent = true;
+        redisAsyncCommand(ac, ignore_reply, NULL, "SCRIPT LOAD %b", lua_src, sizeof lua_src - 1);
+        if (redisAsyncFormattedCommand(ac, cmd_reply, k, k->fmt, (size_t)k->fmt_len) == REDIS_OK) {
+            k->sent_at = sp_now_ms();
+            list_push(&rb->outstanding, &k->link);
+            return;
+        }
+    }
+    sp_be_wait_t *w = k->wait;
+    cmd_answer(rb, k, r);
+    if (w) wait_put(w);
+    cmd_free(k);
+}
+
+/* ---- the tick: reconnects, timeouts, reaper --------------------------------------------- */
+
+static void conn_check(redis_backend_t *rb, conn_t *c, int64_t now)
+{
+    if (c->state == CONN_DOWN && now >= c->retry_at) {
+        conn_start(rb, c);
+    } else if (c->state == CONN_CONNECTING && now - c->since > rb->connect_timeout_ms) {
+        conn_drop(rb, c, "connect timed out");
+    } else if (c->state == CONN_UP && !c->ready &&
+               now - c->since > rb->connect_timeout_ms + rb->command_timeout_ms) {
+        conn_drop(rb, c, "no answer after connecting");
+    }
+}
+
+static void tick_cb(uv_timer_t *t)
+{
+    redis_backend_t *rb = t->data;
+    int64_t now = sp_now_ms();
+    if (!list_empty(&rb->outstanding) && rb->cmd.state == CONN_UP) {
+        cmd_t *oldest = sp_container_of(rb->outstanding.next, cmd_t, link);
+        if (now - oldest->sent_at > rb->command_timeout_ms)
+            conn_drop(rb, &rb->cmd, "a command timed out");
+    }
+    conn_check(rb, &rb->cmd, now);
+    conn_check(rb, &rb->ev, now);
+    if (is_ready(rb) && !rb->reaping) {
+        args_t a;
+        if (!args_init(&a, 2, 1)) return;
+        arg_str(&a, "reap");
+        arg_i64(&a, rb->retention_ms);
+        rb->reaping = true;
+        run(rb, OP_REAP, NULL, rb, NULL, 0, &a);
+    }
+}
+
+/* ---- operations ------------------------------------------------------------------------- */
+
+static void spec_args(args_t *a, const sp_job_spec_t *s)
+{
+    arg_bin(a, s->type, s->type_len);
+    arg_bin(a, s->payload ? s->payload : "null", s->payload ? s->payload_len : 4);
+    arg_i64(a, s->priority);
+    /* A time given by the client is kept as given; a delay is added to Redis's clock, which
+     * decides when the job is due, so that run_at - created_at is the delay asked for. */
+    if (s->delayed && s->run_at_given) {
+        char *b = a->nnum < a->numcap ? a->num[a->nnum++] : NULL;
+        if (!b) {
+            a->over = true;
+            return;
+        }
+        int n = snprintf(b, 24, "@%lld", (long long)s->run_at);
+        arg_bin(a, b, (size_t)n);
+    } else {
+        int64_t delay = s->delayed ? s->run_at - (s->parsed_at ? s->parsed_at : sp_now_ms()) : 0;
+        arg_i64(a, delay > 0 ? delay : 0);
+    }
+    arg_i64(a, s->max_attempts);
+    arg_i64(a, s->timeout_ms);
+    arg_i64(a, s->backoff_ms);
+    arg_str(a, s->has_idem_key ? "1" : "0");
+    arg_bin(a, s->has_idem_key ? s->idem_key : "", s->has_idem_key ? s->idem_key_len : 0);
+}
+
+static void submit_args(redis_backend_t *rb, args_t *a, const char *queue, size_t queue_len,
+                        size_t n)
+{
+    arg_str(a, "submit");
+    arg_i64(a, rb->idem_ttl_ms > 0 ? rb->idem_ttl_ms : 1);
+    arg_u64(a, rb->max_depth);
+    arg_bin(a, queue, queue_len);
+    arg_u64(a, n);
+}
+
+static void flush_start(redis_backend_t *rb);
+
+static void subgroup_send(redis_backend_t *rb, subgroup_t *g)
+{
+    args_t a;
+    if (!args_init(&a, (int)(6 + 9 * g->n), (int)(4 + 5 * g->n))) {
+        answer_error(OP_SUBMITS, NULL, g, SP_ENOMEM, "out of memory");
+        return;
+    }
+    submit_args(rb, &a, g->queue, g->queue_len, g->n);
+    for (size_t i = 0; i < g->n; i++) spec_args(&a, &g->specs[i]);
+    run(rb, OP_SUBMITS, NULL, g, NULL, g->n, &a);
+}
+
+static void subs_send(redis_backend_t *rb)
+{
+    subgroup_t *g = rb->subs;
+    rb->subs = NULL;
+    while (g) {
+        subgroup_t *next = g->next;
+        subgroup_send(rb, g);
+        g = next;
+    }
+}
+
+/* Adds a copy of spec to the queue's pending group; false when out of memory. */
+static bool subgroup_add(redis_backend_t *rb, const char *queue, size_t queue_len,
+                         const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud)
+{
+    subgroup_t **gp = &rb->subs;
+    while (*gp && !((*gp)->queue_len == queue_len && memcmp((*gp)->queue, queue, queue_len) == 0))
+        gp = &(*gp)->next;
+    subgroup_t *g = *gp;
+    if (!g) {
+        g = calloc(1, sizeof *g);
+        if (!g) return false;
+        g->queue = malloc(queue_len ? queue_len : 1);
+        if (!g->queue) {
+            free(g);
+            return false;
+        }
+        memcpy(g->queue, queue, queue_len);
+        g->queue_len = queue_len;
+        *gp = g;
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? g->cap * 2 : 16;
+        sp_job_spec_t *s = realloc(g->specs, cap * sizeof *s);
+        if (s) g->specs = s;
+        sp_be_submit_cb *c = realloc(g->cbs, cap * sizeof *c);
+        if (c) g->cbs = c;
+        void **u = realloc(g->uds, cap * sizeof *u);
+        if (u) g->uds = u;
+        if (!s || !c || !u) return false;
+        g->cap = cap;
+    }
+    char *payload = NULL;
+    if (spec->payload) {
+        payload = malloc(spec->payload_len ? spec->payload_len : 1);
+        if (!payload) return false;
+        memcpy(payload, spec->payload, spec->payload_len);
+    }
+    g->specs[g->n] = *spec;
+    g->specs[g->n].payload = payload;
+    g->cbs[g->n] = cb;
+    g->uds[g->n] = ud;
+    if (++g->n == SUBMIT_GROUP_MAX) {
+        *gp = g->next;
+        subgroup_send(rb, g);
+    }
+    return true;
+}
+
+/* Submissions wait for the end of the loop turn: those of one turn to one queue go as one
+ * script call. Not with max_depth, where a batch is refused as a whole. */
+static void op_submit(sp_backend_t *b, const char *queue, size_t queue_len,
+                      const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    if (!rb->max_depth && usable(rb)) {
+        if (!subgroup_add(rb, queue, queue_len, spec, cb, ud)) {
+            cb(ud, SP_ENOMEM, "out of memory", NULL, false);
+            return;
+        }
+        flush_start(rb);
+        return;
+    }
+    args_t a;
+    if (!args_init(&a, 16, 8)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL, false);
+        return;
+    }
+    submit_args(rb, &a, queue, queue_len, 1);
+    spec_args(&a, spec);
+    run(rb, OP_SUBMIT, (void *)cb, ud, NULL, 1, &a);
+}
+
+static void op_submit_batch(sp_backend_t *b, const char *queue, size_t queue_len,
+                            const sp_job_spec_t *specs, size_t n, sp_be_batch_cb cb, void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    if (n == 0) {
+        cb(ud, 0, NULL, NULL, NULL, 0);
+        return;
+    }
+    if (n > 100000) {
+        cb(ud, SP_ETOOBIG, "too many jobs in one batch", NULL, NULL, 0);
+        return;
+    }
+    args_t a;
+    if (!args_init(&a, (int)(6 + 9 * n), (int)(4 + 5 * n))) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL, NULL, 0);
+        return;
+    }
+    submit_args(rb, &a, queue, queue_len, n);
+    for (size_t i = 0; i < n; i++) spec_args(&a, &specs[i]);
+    run(rb, OP_BATCH, (void *)cb, ud, NULL, n, &a);
+}
+
+static void get_send(redis_backend_t *rb, uint64_t id, sp_be_job_cb cb, void *ud, sp_be_wait_t *w)
+{
+    args_t a;
+    if (!args_init(&a, 3, 1)) {
+        if (w) wait_end(w);
+        cb(ud, SP_ENOMEM, "out of memory", NULL);
+        return;
+    }
+    arg_str(&a, "get");
+    arg_u64(&a, id);
+    if (w && !usable(rb)) {
+        args_free(&a);
+        wait_end(w);
+        cb(ud, SP_EUNAVAIL, "Redis is unreachable", NULL);
+        return;
+    }
+    run(rb, OP_GET, (void *)cb, ud, w, 0, &a);
+}
+
+static sp_be_wait_t *op_get(sp_backend_t *b, uint64_t id, int64_t wait_ms, sp_be_job_cb cb,
+                            void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    if (wait_ms <= 0 || !usable(rb)) {
+        get_send(rb, id, cb, ud, NULL);
+        return NULL;
+    }
+    sp_be_wait_t *w = wait_new(rb, WAIT_GET, wait_ms, ud);
+    if (!w) {
+        get_send(rb, id, cb, ud, NULL);
+        return NULL;
+    }
+    w->cb.get = cb;
+    w->job_id = id;
+    get_send(rb, id, cb, ud, w);
+    return w->done ? NULL : w;
+}
+
+static void job_op(sp_backend_t *b, const char *name, uint64_t id, sp_be_job_cb cb, void *ud)
+{
+    args_t a;
+    if (!args_init(&a, 3, 1)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL);
+        return;
+    }
+    arg_str(&a, name);
+    arg_u64(&a, id);
+    run(rb_of(b), OP_JOB, (void *)cb, ud, NULL, 0, &a);
+}
+
+static void op_cancel(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud)
+{
+    job_op(b, "cancel", id, cb, ud);
+}
+
+static void op_retry(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud)
+{
+    job_op(b, "retry", id, cb, ud);
+}
+
+static void lease_args_send(redis_backend_t *rb, const sp_lease_req_t *req, sp_be_jobs_cb cb,
+                            void *ud, sp_be_wait_t *w)
+{
+    size_t nq = req->queues ? req->nqueues : 0;
+    args_t a;
+    if (nq > 10000 || !args_init(&a, (int)(6 + nq), 3)) {
+        if (w) wait_end(w);
+        cb(ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
+        return;
+    }
+    arg_str(&a, "lease");
+    arg_u64(&a, req->max);
+    arg_str(&a, req->worker ? "1" : "0");
+    arg_bin(&a, req->worker ? req->worker : "", req->worker ? req->worker_len : 0);
+    /* Tokens are this random prefix and a global counter: unique, and not guessable from
+     * another job's token. */
+    arg_u64(&a, 100000000 + rng_next(rb) % 900000000);
+    arg_u64(&a, nq);
+    for (size_t i = 0; i < nq; i++) arg_bin(&a, req->queues[i], req->queue_lens[i]);
+    if (w && !usable(rb)) {
+        args_free(&a);
+        wait_end(w);
+        cb(ud, SP_EUNAVAIL, "Redis is unreachable", NULL, 0, 0);
+        return;
+    }
+    run(rb, OP_LEASE, (void *)cb, ud, w, 0, &a);
+}
+
+static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_t wait_ms,
+                              sp_be_jobs_cb cb, void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    if (req->queues && req->nqueues == 0) {
+        cb(ud, 0, NULL, NULL, 0, 0);
+        return NULL;
+    }
+    if (wait_ms <= 0 || !usable(rb)) {
+        lease_args_send(rb, req, cb, ud, NULL);
+        return NULL;
+    }
+    sp_be_wait_t *w = wait_new(rb, WAIT_LEASE, wait_ms, ud);
+    if (!w || !wait_copy_req(w, req)) {
+        if (w) wait_end(w);
+        cb(ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
+        return NULL;
+    }
+    w->cb.lease = cb;
+    lease_args_send(rb, req, cb, ud, w);
+    return w->done ? NULL : w;
+}
+
+static void lease_op(sp_backend_t *b, args_t *a, sp_be_job_cb cb, void *ud)
+{
+    run(rb_of(b), OP_JOB, (void *)cb, ud, NULL, 0, a);
+}
+
+/* Sends the pending acks as one "acks" call. */
+static void acks_send(redis_backend_t *rb)
+{
+    ack_batch_t *ab = rb->acks;
+    rb->acks = NULL;
+    if (!ab || ab->n == 0) {
+        free(ab);
+        return;
+    }
+    args_t a;
+    if (!args_init(&a, (int)(2 + 4 * ab->n), (int)(1 + 2 * ab->n))) {
+        answer_error(OP_ACKS, NULL, ab, SP_ENOMEM, "out of memory");
+        return;
+    }
+    arg_str(&a, "acks");
+    arg_u64(&a, ab->n);
+    for (size_t i = 0; i < ab->n; i++) {
+        pending_ack_t *p = &ab->a[i];
+        arg_u64(&a, p->id);
+        arg_u64(&a, p->lease);
+        arg_str(&a, p->result ? "1" : "0");
+        arg_bin(&a, p->result ? p->result : "", p->result ? p->result_len : 0);
+    }
+    run(rb, OP_ACKS, NULL, ab, NULL, ab->n, &a);
+}
+
+static void ackflush_cb(uv_idle_t *h)
+{
+    redis_backend_t *rb = sp_container_of(h, redis_backend_t, ackflush);
+    uv_idle_stop(h);
+    subs_send(rb);
+    acks_send(rb);
+}
+
+static void flush_start(redis_backend_t *rb)
+{
+    if (!uv_is_active((uv_handle_t *)&rb->ackflush)) uv_idle_start(&rb->ackflush, ackflush_cb);
+}
+
+/* Acks wait for the end of the loop turn, so that a worker pool finishing many jobs at once
+ * sends them in one script call. */
+static void op_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result,
+                   size_t result_len, sp_be_job_cb cb, void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    if (!usable(rb)) {
+        cb(ud, SP_EUNAVAIL, rb->closing ? "the backend is closing" : "Redis is unreachable", NULL);
+        return;
+    }
+    if (!rb->acks) {
+        rb->acks = malloc(sizeof *rb->acks + ACK_BATCH_MAX * sizeof(pending_ack_t));
+        if (!rb->acks) {
+            cb(ud, SP_ENOMEM, "out of memory", NULL);
+            return;
+        }
+        rb->acks->n = 0;
+        flush_start(rb);
+    }
+    pending_ack_t *p = &rb->acks->a[rb->acks->n];
+    p->result = NULL;
+    p->result_len = 0;
+    if (result) {
+        p->result = malloc(result_len ? result_len : 1);
+        if (!p->result) {
+            cb(ud, SP_ENOMEM, "out of memory", NULL);
+            return;
+        }
+        if (result_len) memcpy(p->result, result, result_len);
+        p->result_len = result_len;
+    }
+    p->id = id;
+    p->lease = lease;
+    p->cb = cb;
+    p->ud = ud;
+    if (++rb->acks->n == ACK_BATCH_MAX) acks_send(rb);
+}
+
+static void op_fail(sp_backend_t *b, uint64_t id, uint64_t lease, const char *error,
+                    size_t error_len, bool retry, int64_t retry_in_ms, sp_be_job_cb cb, void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    args_t a;
+    if (!args_init(&a, 9, 4)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL);
+        return;
+    }
+    arg_str(&a, "fail");
+    arg_u64(&a, id);
+    arg_u64(&a, lease);
+    arg_str(&a, error ? "1" : "0");
+    arg_bin(&a, error ? error : "", error ? error_len : 0);
+    arg_str(&a, retry ? "1" : "0");
+    arg_i64(&a, retry_in_ms < 0 ? -1 : retry_in_ms);
+    arg_u64(&a, rng_next(rb) >> 33);
+    lease_op(b, &a, cb, ud);
+}
+
+static void op_heartbeat(sp_backend_t *b, uint64_t id, uint64_t lease, int64_t extend_ms,
+                         sp_be_job_cb cb, void *ud)
+{
+    args_t a;
+    if (!args_init(&a, 5, 3)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL);
+        return;
+    }
+    arg_str(&a, "heartbeat");
+    arg_u64(&a, id);
+    arg_u64(&a, lease);
+    arg_i64(&a, extend_ms < 0 ? -1 : extend_ms);
+    lease_op(b, &a, cb, ud);
+}
+
+static void op_release(sp_backend_t *b, uint64_t id, uint64_t lease, sp_be_job_cb cb, void *ud)
+{
+    args_t a;
+    if (!args_init(&a, 4, 2)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL);
+        return;
+    }
+    arg_str(&a, "release");
+    arg_u64(&a, id);
+    arg_u64(&a, lease);
+    lease_op(b, &a, cb, ud);
+}
+
+static void op_queues(sp_backend_t *b, const char *name, size_t name_len, sp_be_queues_cb cb,
+                      void *ud)
+{
+    args_t a;
+    if (!args_init(&a, 3, 1)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL, 0);
+        return;
+    }
+    if (name && name_len == 0) {
+        args_free(&a);
+        cb(ud, SP_ENOTFOUND, "no queue with this name", NULL, 0);
+        return;
+    }
+    arg_str(&a, "queues");
+    arg_bin(&a, name ? name : "", name ? name_len : 0);
+    run(rb_of(b), OP_QUEUES, (void *)cb, ud, NULL, 0, &a);
+}
+
+static void op_list(sp_backend_t *b, const char *queue, size_t queue_len, int state, uint64_t after,
+                    size_t limit, sp_be_jobs_cb cb, void *ud)
+{
+    args_t a;
+    if (!args_init(&a, 6, 3)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
+        return;
+    }
+    arg_str(&a, "list");
+    arg_bin(&a, queue, queue_len);
+    arg_i64(&a, state);
+    arg_u64(&a, after);
+    arg_u64(&a, limit);
+    run(rb_of(b), OP_LIST, (void *)cb, ud, NULL, 0, &a);
+}
+
+static void op_pause(sp_backend_t *b, const char *queue, size_t queue_len, bool pause,
+                     sp_be_queues_cb cb, void *ud)
+{
+    args_t a;
+    if (!args_init(&a, 4, 1)) {
+        cb(ud, SP_ENOMEM, "out of memory", NULL, 0);
+        return;
+    }
+    arg_str(&a, "pause");
+    arg_bin(&a, queue, queue_len);
+    arg_str(&a, pause ? "1" : "0");
+    run(rb_of(b), OP_PAUSE, (void *)cb, ud, NULL, 0, &a);
+}
+
+static void op_purge(sp_backend_t *b, const char *queue, size_t queue_len, sp_state_t state,
+                     sp_be_count_cb cb, void *ud)
+{
+    if ((unsigned)state >= SP_STATE_COUNT || state == SP_STATE_RUNNING) {
+        cb(ud, SP_EINVAL, "running jobs cannot be purged", 0);
+        return;
+    }
+    args_t a;
+    if (!args_init(&a, 4, 1)) {
+        cb(ud, SP_ENOMEM, "out of memory", 0);
+        return;
+    }
+    arg_str(&a, "purge");
+    arg_bin(&a, queue, queue_len);
+    arg_i64(&a, state);
+    run(rb_of(b), OP_PURGE, (void *)cb, ud, NULL, 0, &a);
+}
+
+/* Ready when a PING comes back on the command connection and the events connection is not
+ * down (without it long polls would not wake). */
+static void op_ready(sp_backend_t *b, sp_be_status_cb cb, void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    if (rb->closing) {
+        cb(ud, SP_EUNAVAIL, "the backend is closing");
+        return;
+    }
+    if (!usable(rb) || rb->ev.state == CONN_DOWN) {
+        cb(ud, SP_EUNAVAIL, "Redis is unreachable");
+        return;
+    }
+    cmd_t *k = cmd_new(OP_READY, (void *)cb, ud);
+    if (!k) {
+        cb(ud, SP_ENOMEM, "out of memory");
+        return;
+    }
+    k->rb = rb;
+    k->sent_at = sp_now_ms();
+    k->resent = true; /* a PING is never sent again */
+    if (redisAsyncCommand(rb->cmd.ac, cmd_reply, k, "PING") != REDIS_OK) {
+        cmd_free(k);
+        cb(ud, SP_EUNAVAIL, "Redis is unreachable");
+        return;
+    }
+    list_push(&rb->outstanding, &k->link);
+}
+
+static void op_cancel_wait(sp_backend_t *b, sp_be_wait_t *w)
+{
+    (void)b;
+    if (w) wait_end(w);
+}
+
+/* ---- closing ---------------------------------------------------------------------------- */
+
+static void release_handle(redis_backend_t *rb)
+{
+    if (--rb->open_handles > 0) return;
+    void (*done)(void *) = rb->closed;
+    void *ud = rb->closed_ud;
+    free(rb);
+    if (done) done(ud);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    release_handle(h->data);
+}
+
+static void op_close(sp_backend_t *b, void (*done)(void *ud), void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    rb->closing = true;
+    rb->closed = done;
+    rb->closed_ud = ud;
+    while (!list_empty(&rb->lease_waits)) {
+        sp_be_wait_t *w = sp_container_of(rb->lease_waits.next, sp_be_wait_t, link);
+        sp_be_jobs_cb cb = w->cb.lease;
+        void *wud = w->ud;
+        wait_end(w);
+        cb(wud, 0, NULL, NULL, 0, 0);
+    }
+    while (!list_empty(&rb->get_waits)) {
+        sp_be_wait_t *w = sp_container_of(rb->get_waits.next, sp_be_wait_t, link);
+        sp_be_job_cb cb = w->cb.get;
+        void *wud = w->ud;
+        wait_end(w);
+        cb(wud, SP_EUNAVAIL, "the backend is closing", NULL);
+    }
+    if (rb->acks) {
+        ack_batch_t *ab = rb->acks;
+        rb->acks = NULL;
+        answer_error(OP_ACKS, NULL, ab, SP_EUNAVAIL, "the backend is closing");
+    }
+    while (rb->subs) {
+        subgroup_t *g = rb->subs;
+        rb->subs = g->next;
+        answer_error(OP_SUBMITS, NULL, g, SP_EUNAVAIL, "the backend is closing");
+    }
+    uv_close((uv_handle_t *)&rb->ackflush, handle_closed);
+    conn_t *conns[2] = {&rb->cmd, &rb->ev};
+    for (int i = 0; i < 2; i++) {
+        redisAsyncContext *ac = conns[i]->ac;
+        conns[i]->ac = NULL;
+        conns[i]->state = CONN_DOWN;
+        if (ac) redisAsyncFree(ac);
+    }
+    uv_close((uv_handle_t *)&rb->tick, handle_closed);
+    uv_close((uv_handle_t *)&rb->wake, handle_closed);
+}
+
+static const sp_backend_ops_t redis_ops = {
+    .name = "redis",
+    .submit = op_submit,
+    .submit_batch = op_submit_batch,
+    .get = op_get,
+    .cancel = op_cancel,
+    .retry = op_retry,
+    .lease = op_lease,
+    .ack = op_ack,
+    .fail = op_fail,
+    .heartbeat = op_heartbeat,
+    .release = op_release,
+    .queues = op_queues,
+    .list = op_list,
+    .pause = op_pause,
+    .purge = op_purge,
+    .ready = op_ready,
+    .cancel_wait = op_cancel_wait,
+    .close = op_close,
+};
+
+int sp_backend_redis_new(uv_loop_t *loop, const sp_backend_redis_opts_t *o, sp_backend_t **out,
+                         char *err, size_t errlen)
+{
+    *out = NULL;
+    redis_backend_t *rb = calloc(1, sizeof *rb);
+    if (!rb) {
+        snprintf(err, errlen, "out of memory");
+        return SP_ENOMEM;
+    }
+    int rc = sp_backend_redis_parse_url(o->url, rb->host, sizeof rb->host, &rb->port, &rb->db, err,
+                                        errlen);
+    if (rc) {
+        free(rb);
+        return rc;
+    }
+    rb->connect_timeout_ms = o->connect_timeout_ms ? (int64_t)o->connect_timeout_ms : 2000;
+    rb->command_timeout_ms = o->command_timeout_ms ? (int64_t)o->command_timeout_ms : 5000;
+    if (!o->skip_start_check) {
+        rc = start_check(rb->host, rb->port, rb->connect_timeout_ms, err, errlen);
+        if (rc) {
+            free(rb);
+            return rc;
+        }
+    }
+    if (rb->db)
+        snprintf(rb->channel, sizeof rb->channel, "spool:ev:%d", rb->db);
+    else
+        snprintf(rb->channel, sizeof rb->channel, "spool:ev");
+    rb->base.ops = &redis_ops;
+    rb->loop = loop;
+    rb->retention_ms = o->retention_ms ? o->retention_ms : DAY_MS;
+    if (rb->retention_ms < 0) rb->retention_ms = -1;
+    rb->idem_ttl_ms = o->idem_ttl_ms > 0 ? o->idem_ttl_ms : DAY_MS;
+    rb->max_depth = o->max_depth;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rb->rng =
+        ((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 32);
+    list_init(&rb->outstanding);
+    list_init(&rb->lease_waits);
+    list_init(&rb->get_waits);
+    uv_timer_init(loop, &rb->tick);
+    uv_idle_init(loop, &rb->wake);
+    uv_idle_init(loop, &rb->ackflush);
+    rb->tick.data = rb;
+    rb->wake.data = rb;
+    rb->ackflush.data = rb;
+    rb->open_handles = 3;
+    conn_start(rb, &rb->cmd);
+    conn_start(rb, &rb->ev);
+    uv_timer_start(&rb->tick, tick_cb, TICK_MS, TICK_MS);
+    *out = &rb->base;
+    return 0;
+}
+
+void sp_backend_redis_observe(sp_backend_t *b,
+                              void (*fn)(void *ud, const sp_jobrec_t *job, int from), void *ud)
+{
+    redis_backend_t *rb = rb_of(b);
+    rb->observe = fn;
+    rb->observe_ud = ud;
+}
