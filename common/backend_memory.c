@@ -1044,6 +1044,11 @@ sp_backend_t *sp_backend_memory_open(uv_loop_t *loop, const sp_engine_opts_t *op
     return &mb->base;
 }
 
+sp_journal_t *sp_backend_memory_journal(sp_backend_t *b)
+{
+    return mb_of(b)->journal;
+}
+
 sp_engine_t *sp_backend_memory_engine(sp_backend_t *b)
 {
     return mb_of(b)->engine;

@@ -24,6 +24,9 @@ sp_backend_t *sp_backend_memory_new(uv_loop_t *loop, const sp_engine_opts_t *opt
 sp_backend_t *sp_backend_memory_open(uv_loop_t *loop, const sp_engine_opts_t *opts,
                                      const sp_journal_opts_t *jo, char *err, size_t errlen);
 
+/* The journal inside, or NULL without one (for tests). */
+sp_journal_t *sp_backend_memory_journal(sp_backend_t *b);
+
 /* The engine inside (for tests and metrics). */
 sp_engine_t *sp_backend_memory_engine(sp_backend_t *b);
 

@@ -1195,8 +1195,8 @@ static int load(sp_journal_t *j, uint64_t *next_seg, replay_stats_t *rs, size_t 
     }
     closedir(d);
     d = NULL;
-    qsort(logs.v, logs.n, sizeof(uint64_t), seq_cmp);
-    qsort(snaps.v, snaps.n, sizeof(uint64_t), seq_cmp);
+    if (logs.n) qsort(logs.v, logs.n, sizeof(uint64_t), seq_cmp);
+    if (snaps.n) qsort(snaps.v, snaps.n, sizeof(uint64_t), seq_cmp);
 
     char tname[256] = "";
     size_t toff = 0;
