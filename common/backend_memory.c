@@ -176,28 +176,40 @@ static void ans_run(void *arg, int status, const char *why)
     answer_t *a = arg;
     switch (a->kind) {
     case ANS_JOB:
-        if (status) a->cb.job(a->ud, status, why, NULL);
-        else a->cb.job(a->ud, 0, NULL, &a->recs[0]);
+        if (status)
+            a->cb.job(a->ud, status, why, NULL);
+        else
+            a->cb.job(a->ud, 0, NULL, &a->recs[0]);
         break;
     case ANS_SUBMIT:
-        if (status) a->cb.submit(a->ud, status, why, NULL, false);
-        else a->cb.submit(a->ud, 0, NULL, &a->recs[0], a->existed[0]);
+        if (status)
+            a->cb.submit(a->ud, status, why, NULL, false);
+        else
+            a->cb.submit(a->ud, 0, NULL, &a->recs[0], a->existed[0]);
         break;
     case ANS_BATCH:
-        if (status) a->cb.batch(a->ud, status, why, NULL, NULL, 0);
-        else a->cb.batch(a->ud, 0, NULL, a->recs, a->existed, a->n);
+        if (status)
+            a->cb.batch(a->ud, status, why, NULL, NULL, 0);
+        else
+            a->cb.batch(a->ud, 0, NULL, a->recs, a->existed, a->n);
         break;
     case ANS_JOBS:
-        if (status) a->cb.jobs(a->ud, status, why, NULL, 0, 0);
-        else a->cb.jobs(a->ud, 0, NULL, a->recs, a->n, 0);
+        if (status)
+            a->cb.jobs(a->ud, status, why, NULL, 0, 0);
+        else
+            a->cb.jobs(a->ud, 0, NULL, a->recs, a->n, 0);
         break;
     case ANS_QUEUES:
-        if (status) a->cb.queues(a->ud, status, why, NULL, 0);
-        else a->cb.queues(a->ud, 0, NULL, &a->st, 1);
+        if (status)
+            a->cb.queues(a->ud, status, why, NULL, 0);
+        else
+            a->cb.queues(a->ud, 0, NULL, &a->st, 1);
         break;
     case ANS_COUNT:
-        if (status) a->cb.count(a->ud, status, why, 0);
-        else a->cb.count(a->ud, 0, NULL, a->count);
+        if (status)
+            a->cb.count(a->ud, status, why, 0);
+        else
+            a->cb.count(a->ud, 0, NULL, a->count);
         break;
     }
     free(a);

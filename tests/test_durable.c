@@ -141,7 +141,8 @@ static void verify(int port)
         cJSON_ArrayForEach(j, jobs)
         {
             uint64_t id = parse_id(spt_jstr(j, "id"));
-            if (id > 0 && id < MAX_JOBS) state[id] = (unsigned char)state_level(spt_jstr(j, "state"));
+            if (id > 0 && id < MAX_JOBS)
+                state[id] = (unsigned char)state_level(spt_jstr(j, "state"));
         }
         const char *next = spt_jstr(r.json, "next");
         after = parse_id(next);

@@ -1670,10 +1670,10 @@ static void test_restore_every_state(void **state)
     int64_t now = T0;
     sp_job_spec_t s = spec_at(now, "t", 3);
     set_key(&s, "key-1", 5);
-    submit_spec(e, now, "a", &s);            /* queued, keyed */
+    submit_spec(e, now, "a", &s); /* queued, keyed */
     sp_job_spec_t d = spec_at(now, "d", 5);
     d.run_at = now + 60000;
-    submit_spec(e, now, "a", &d);            /* scheduled */
+    submit_spec(e, now, "a", &d); /* scheduled */
     uint64_t tok;
     uint64_t run = submit(e, now, "b", 9);
     assert_int_equal(lease1(e, now, "b", &tok), run); /* running */
@@ -1802,10 +1802,14 @@ static void test_restore_randomized(void **state)
         default: {
             uint64_t id = 1 + r % (sp_engine_next_id(e));
             if (id >= 4096 || !tokens[id]) break;
-            if (r % 7 == 3) sp_engine_ack(e, now, id, tokens[id], "1", 1, NULL, NULL);
-            else if (r % 7 == 4) sp_engine_fail(e, now, id, tokens[id], "x", 1, true, -1, NULL, NULL);
-            else if (r % 7 == 5) sp_engine_heartbeat(e, now, id, tokens[id], 5000, NULL, NULL);
-            else sp_engine_cancel(e, now, id, NULL, NULL);
+            if (r % 7 == 3)
+                sp_engine_ack(e, now, id, tokens[id], "1", 1, NULL, NULL);
+            else if (r % 7 == 4)
+                sp_engine_fail(e, now, id, tokens[id], "x", 1, true, -1, NULL, NULL);
+            else if (r % 7 == 5)
+                sp_engine_heartbeat(e, now, id, tokens[id], 5000, NULL, NULL);
+            else
+                sp_engine_cancel(e, now, id, NULL, NULL);
             break;
         }
         }

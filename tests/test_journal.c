@@ -472,8 +472,10 @@ static void test_record_roundtrip(void **state)
     for (size_t i = 0; i < first; i++) {
         b.data[i] ^= 0x40;
         long long got = sp_jrec_get(b.data, b.len, &r);
-        if (i < 4) assert_true(got <= 0 || got != (long long)first); /* the length itself */
-        else assert_int_equal(got, -1);
+        if (i < 4)
+            assert_true(got <= 0 || got != (long long)first); /* the length itself */
+        else
+            assert_int_equal(got, -1);
         b.data[i] ^= 0x40;
     }
     sp_buf_free(&b);
@@ -661,8 +663,8 @@ static void test_snapshot_and_tail(void **state)
     expect_same_after_reopen(f);
 }
 
-static void lease_cb_count(void *ud, int status, const char *why, const sp_jobrec_t *jobs,
-                           size_t n, uint64_t next)
+static void lease_cb_count(void *ud, int status, const char *why, const sp_jobrec_t *jobs, size_t n,
+                           uint64_t next)
 {
     (void)why;
     (void)jobs;
