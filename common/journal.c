@@ -402,6 +402,7 @@ struct sp_journal {
     /* snapshots */
     snap_t snap;
     bool rotate_pending;
+    bool lost_notes; /* a change could not be noted: only a snapshot has it */
     uint64_t last_snap_bytes;
     /* closing */
     bool closing;
@@ -602,8 +603,9 @@ void sp_journal_job(sp_journal_t *j, uint64_t id)
         uint64_t *ids = realloc(j->ids, cap * sizeof *ids);
         if (!ids) {
             /* The change cannot be noted: the group is marked failed so that nobody is told
-             * it is durable, and the next snapshot writes the state as it is. */
+             * it is durable, and a snapshot writes the whole state once writes work again. */
             j->gbuf.oom = true;
+            j->lost_notes = true;
             kick(j);
             return;
         }
@@ -624,6 +626,7 @@ void sp_journal_queue(sp_journal_t *j, const sp_equeue_t *q)
         const sp_equeue_t **qs = realloc(j->qs, cap * sizeof *qs);
         if (!qs) {
             j->gbuf.oom = true;
+            j->lost_notes = true;
             kick(j);
             return;
         }
@@ -744,8 +747,10 @@ static void after_write(uv_work_t *req, int status)
         return;
     }
     if (!j->failing && !j->snap.active && !j->rotate_pending &&
-        (uint64_t)j->seg_off > SP_MAX(j->o.compact_min, j->last_snap_bytes))
+        (j->lost_notes || (uint64_t)j->seg_off > SP_MAX(j->o.compact_min, j->last_snap_bytes))) {
+        j->lost_notes = false;
         sp_journal_compact(j);
+    }
     if (j->nids || j->nqs || j->open.head || j->gbuf.len || j->rotate_pending) {
         if (j->failing || !j->o.fsync_always)
             kick(j);
