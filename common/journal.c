@@ -729,7 +729,11 @@ static void after_write(uv_work_t *req, int status)
     if (w->err == 0) {
         j->seg_off += (int64_t)w->len;
         j->seg_new = false;
-        sp_buf_reset(&j->gbuf);
+        /* A huge batch's buffer is not kept for the small groups that follow. */
+        if (j->gbuf.cap > (8u << 20))
+            sp_buf_free(&j->gbuf);
+        else
+            sp_buf_reset(&j->gbuf);
         if (j->failing)
             sp_info("journal: writing again after %" PRIu64 " failed attempts", j->failed_writes);
         j->failing = 0;
@@ -768,10 +772,12 @@ static void flush(sp_journal_t *j, bool retry)
         /* Everything written so far is in the old segment; the snapshot covers it. */
         j->rotate_pending = false;
         int err = open_segment(j, j->seg_seq + 1);
-        if (err)
+        if (err) {
             sp_error("journal: cannot start a new segment in %s: %s", j->dir, strerror(err));
-        else
+            j->last_snap_bytes = (uint64_t)j->seg_off + j->o.compact_min;
+        } else {
             snap_begin(j);
+        }
     }
     if (!encode_group(j)) {
         set_failing(j, ENOMEM);
@@ -849,6 +855,7 @@ static void after_snap(uv_work_t *req, int status)
             snap_step(j);
         } else {
             s->active = false;
+            sp_buf_free(&s->buf);
             j->last_snap_bytes = (uint64_t)s->off;
             sp_info("journal: snapshot %012" PRIu64 " written: %zu jobs, %lld bytes in %llu ms; "
                     "older files dropped",
