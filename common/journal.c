@@ -1076,14 +1076,14 @@ typedef struct {
 /* Applies the records of one file. `limit` stops early (a --journal-truncate-at offset). For the
  * last log, a bad record with nothing valid after it is a torn write: the file is cut there.
  * Anywhere else a bad record is corruption, reported with the file and offset. */
-static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_snap, size_t limit,
-                       replay_stats_t *rs, char *err, size_t errlen)
+static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_snap, size_t cut_at,
+                       bool *cut, replay_stats_t *rs, char *err, size_t errlen)
 {
     char path[PATH_CAP];
     snprintf(path, sizeof path, "%s/%s", j->dir, name);
     map_t m;
     if (map_file(path, &m, err, errlen)) return -1;
-    size_t size = SP_MIN(m.len, limit);
+    size_t size = m.len;
     size_t off = 0;
     int64_t now = sp_now_ms();
     int rc = 0;
@@ -1111,6 +1111,17 @@ static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_
                                 : 0;
         bool torn = is_last && !is_snap &&
                     (n == 0 || all_zero(m.p + off, rest) || (uint64_t)declared + HDR >= rest);
+        if (!torn && !is_snap && off == cut_at) {
+            sp_warn("journal: %s: dropping the corrupt record at offset %zu and the %zu bytes "
+                    "from there, as --journal-truncate-at asked",
+                    path, off, rest);
+            if (truncate(path, (off_t)off) != 0) {
+                snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(errno));
+                rc = -1;
+            }
+            *cut = true;
+            break;
+        }
         if (!torn) {
             if (is_snap)
                 snprintf(err, errlen,
@@ -1224,7 +1235,8 @@ static int load(sp_journal_t *j, uint64_t *next_seg, replay_stats_t *rs, size_t 
         base = snaps.v[snaps.n - 1];
         snprintf(name, sizeof name, "snapshot-%012" PRIu64 ".snap", base);
         replay_stats_t ss = {0};
-        if (replay_file(j, name, false, true, SIZE_MAX, &ss, err, errlen)) goto out;
+        bool unused = false;
+        if (replay_file(j, name, false, true, SIZE_MAX, &unused, &ss, err, errlen)) goto out;
         if (!ss.saw_end) {
             snprintf(err, errlen, "snapshot %s/%s has no end mark (it is incomplete)", j->dir,
                      name);
@@ -1251,26 +1263,27 @@ static int load(sp_journal_t *j, uint64_t *next_seg, replay_stats_t *rs, size_t 
                 sp_warn("journal: %s moved to %s (after the truncation point)", path, moved);
             continue;
         }
-        size_t limit = SIZE_MAX;
+        /* The cut happens only where that file really has a bad record: a flag left set
+         * for a later start then changes nothing. */
+        size_t cut_at = SIZE_MAX;
+        bool cut = false;
         if (tname[0] && strcmp(name, tname) == 0) {
             tfound = true;
-            limit = toff;
-            if (truncate(path, (off_t)toff) != 0) {
-                snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(errno));
-                goto out;
-            }
-            sp_warn("journal: %s truncated at offset %zu as asked", path, toff);
-            discard = true;
+            cut_at = toff;
         }
         maxlog = logs.v[i];
         (*nlogs)++;
-        bool last = i + 1 == logs.n || discard;
-        if (replay_file(j, name, last, false, limit, rs, err, errlen)) goto out;
+        bool last = i + 1 == logs.n;
+        if (replay_file(j, name, last, false, cut_at, &cut, rs, err, errlen)) goto out;
+        if (cut)
+            discard = true;
+        else if (cut_at != SIZE_MAX)
+            sp_warn("journal: --journal-truncate-at %s: no bad record at offset %zu; nothing "
+                    "was cut",
+                    j->o.truncate_at, toff);
     }
-    if (tname[0] && !tfound) {
-        snprintf(err, errlen, "--journal-truncate-at: no %s in %s to truncate", tname, j->dir);
-        goto out;
-    }
+    if (tname[0] && !tfound)
+        sp_warn("journal: --journal-truncate-at: no %s in %s; nothing was cut", tname, j->dir);
     *next_seg = SP_MAX(base, maxlog + 1);
     if (*next_seg == 0) *next_seg = 1;
     rc = 0;
