@@ -356,6 +356,15 @@ typedef struct {
     int err;         /* errno, 0 on success */
 } wjob_t;
 
+#define MAX_INFLIGHT 2
+
+typedef struct {
+    wjob_t w;
+    sp_buf_t buf;
+    wlist_t waiters;
+    bool done;
+} group_t;
+
 typedef struct {
     bool active;
     bool aborting;
@@ -383,19 +392,25 @@ struct sp_journal {
     uint64_t seg_seq;
     int seg_fd;
     int64_t seg_off;
-    bool seg_new;       /* created and not yet synced into the directory */
-    int64_t seg_zeroed; /* the file's size, zeros past seg_off (the writing thread's) */
+    bool seg_new;               /* created and not yet synced into the directory */
+    int64_t seg_zeroed;         /* the file's size, zeros past seg_off (the writing thread's) */
+    int64_t seg_zeroed_planned; /* the loop's view: how far the fill will have gone */
     /* what the current turn changed */
     uint64_t *ids;
     size_t nids, cap_ids;
     const sp_equeue_t **qs;
     size_t nqs, cap_qs;
-    wlist_t open;     /* waiting for the next group */
-    wlist_t inflight; /* waiting for the group being written */
-    sp_buf_t gbuf;    /* the group being written, or kept after a failed write */
-    bool writing;
-    wjob_t w;
-    int failing; /* errno of the last failed write, 0 when writes succeed */
+    wlist_t open;  /* waiting for the next group */
+    sp_buf_t gbuf; /* the next group being formed, or what failed writes leave to retry */
+    sp_buf_t rbuf; /* failed groups, in order, while later ones are still in flight */
+    /* Groups being written, oldest first: a new group starts while the previous one is still
+     * syncing, and groups are answered strictly in order. */
+    group_t groups[MAX_INFLIGHT];
+    size_t ghead, nflight;
+    int64_t sent_off; /* seg_off plus what is in flight */
+    int broken;       /* an earlier group in this flight failed: the later ones count as failed */
+    bool writing;     /* nflight > 0 */
+    int failing;      /* errno of the last failed write, 0 when writes succeed */
     char why[256];
     uint64_t failed_writes;
     /* loop handles */
@@ -728,7 +743,9 @@ static int open_segment(sp_journal_t *j, uint64_t seq)
     j->seg_fd = fd;
     j->seg_seq = seq;
     j->seg_off = st.st_size;
+    j->sent_off = st.st_size;
     j->seg_zeroed = st.st_size;
+    j->seg_zeroed_planned = st.st_size;
     j->seg_new = true;
     return 0;
 }
@@ -753,23 +770,48 @@ static void after_write(uv_work_t *req, int status)
     (void)status;
     wjob_t *w = req->data;
     sp_journal_t *j = w->j;
-    j->writing = false;
-    if (w->err == 0) {
-        j->seg_off += (int64_t)w->len;
-        j->seg_new = false;
-        /* A huge batch's buffer is not kept for the small groups that follow. */
-        if (j->gbuf.cap > (8u << 20))
-            sp_buf_free(&j->gbuf);
-        else
-            sp_buf_reset(&j->gbuf);
-        if (j->failing)
-            sp_info("journal: writing again after %" PRIu64 " failed attempts", j->failed_writes);
-        j->failing = 0;
-        j->failed_writes = 0;
-        wl_call(&j->inflight, 0, NULL);
-    } else {
-        set_failing(j, w->err);
-        wl_call(&j->inflight, SP_EUNAVAIL, j->why);
+    ((group_t *)w)->done = true;
+    /* Groups are answered in the order they were formed, whatever order their syncs end in. */
+    while (j->nflight > 0 && j->groups[j->ghead].done) {
+        group_t *g = &j->groups[j->ghead];
+        j->ghead = (j->ghead + 1) % MAX_INFLIGHT;
+        j->nflight--;
+        g->done = false;
+        if (g->w.err == 0 && !j->broken) {
+            j->seg_off += (int64_t)g->w.len;
+            j->seg_new = false;
+            if (j->failing)
+                sp_info("journal: writing again after %" PRIu64 " failed attempts",
+                        j->failed_writes);
+            j->failing = 0;
+            j->failed_writes = 0;
+            /* A huge batch's buffer is not kept for the small groups that follow. */
+            if (g->buf.cap > (8u << 20))
+                sp_buf_free(&g->buf);
+            else
+                sp_buf_reset(&g->buf);
+            wl_call(&g->waiters, 0, NULL);
+        } else {
+            /* This group, and any after it, are written again from seg_off: their bytes go
+             * back in front of what is not sent yet. */
+            if (!j->broken) j->broken = g->w.err ? g->w.err : EIO;
+            set_failing(j, j->broken);
+            sp_buf_append(&j->rbuf, g->buf.data, g->buf.len);
+            sp_buf_reset(&g->buf);
+            if (j->rbuf.oom) sp_error("journal: out of memory keeping a failed write");
+            wl_call(&g->waiters, SP_EUNAVAIL, j->why);
+        }
+    }
+    j->writing = j->nflight > 0;
+    if (j->nflight == 0 && j->broken) {
+        /* Failed groups in order, then what was formed meanwhile: rewritten from seg_off. */
+        sp_buf_append(&j->rbuf, j->gbuf.data, j->gbuf.len);
+        sp_buf_t t = j->gbuf;
+        j->gbuf = j->rbuf;
+        j->rbuf = t;
+        sp_buf_reset(&j->rbuf);
+        j->broken = 0;
+        j->sent_off = j->seg_off;
     }
     if (j->closing) {
         if (!j->failing && (j->nids || j->nqs || j->open.head))
@@ -791,12 +833,16 @@ static void after_write(uv_work_t *req, int status)
     }
 }
 
-/* Forms the next group and writes it, unless a write is in flight (then its completion forms
- * the next group). A failing journal writes only from its retry timer (`retry`). */
+/* Forms the next group and writes it while fewer than MAX_INFLIGHT are in flight (a completion
+ * forms the next one otherwise). A failing journal writes only from its retry timer (`retry`),
+ * with nothing else in flight. */
 static void flush(sp_journal_t *j, bool retry)
 {
-    if (j->writing || (j->failing && !retry)) return;
+    if (j->nflight == MAX_INFLIGHT || (j->failing && !retry) || j->broken) return;
+    if (j->failing && j->nflight > 0) return;
     if (j->rotate_pending && !j->closing) {
+        /* The switch waits until the old segment has everything in flight. */
+        if (j->nflight > 0) return;
         /* Everything written so far is in the old segment; the snapshot covers it. */
         j->rotate_pending = false;
         int err = open_segment(j, j->seg_seq + 1);
@@ -814,23 +860,44 @@ static void flush(sp_journal_t *j, bool retry)
         return;
     }
     if (j->gbuf.len == 0) {
+        if (j->nflight > 0) {
+            /* What they wait for is in the groups already in flight. */
+            group_t *last = &j->groups[(j->ghead + j->nflight - 1) % MAX_INFLIGHT];
+            wl_append(&last->waiters, &j->open);
+            return;
+        }
         wl_call(&j->open, 0, NULL);
         if (j->closing) maybe_finish_close(j);
         return;
     }
-    wl_append(&j->inflight, &j->open);
+    /* Zeros are filled in only with nothing else in flight: one thread extends the file. */
+    if (j->nflight > 0 && j->sent_off + (int64_t)j->gbuf.len > j->seg_zeroed_planned) return;
+    group_t *g = &j->groups[(j->ghead + j->nflight) % MAX_INFLIGHT];
+    sp_buf_t spare = g->buf;
+    g->buf = j->gbuf;
+    j->gbuf = spare;
+    sp_buf_reset(&j->gbuf);
+    wl_init(&g->waiters);
+    wl_append(&g->waiters, &j->open);
+    g->done = false;
+    j->nflight++;
     j->writing = true;
-    wjob_t *w = &j->w;
+    wjob_t *w = &g->w;
     memset(w, 0, sizeof *w);
     w->req.data = w;
     w->j = j;
     w->fd = j->seg_fd;
-    w->off = j->seg_off;
-    w->data = j->gbuf.data;
-    w->len = j->gbuf.len;
+    w->off = j->sent_off;
+    w->data = g->buf.data;
+    w->len = g->buf.len;
     w->sync = true;
     w->sync_dir = j->seg_new;
-    w->zeroed = &j->seg_zeroed;
+    if (j->nflight == 1) {
+        w->zeroed = &j->seg_zeroed;
+        if (w->off + (int64_t)w->len > j->seg_zeroed_planned)
+            j->seg_zeroed_planned = w->off + (int64_t)w->len + PREALLOC;
+    }
+    j->sent_off += (int64_t)w->len;
     int rc = uv_queue_work(j->loop, &w->req, work_write, after_write);
     if (rc) {
         w->err = EIO;
@@ -984,6 +1051,8 @@ static void handle_closed(uv_handle_t *h)
     void (*done)(void *) = j->done;
     void *ud = j->done_ud;
     sp_buf_free(&j->gbuf);
+    sp_buf_free(&j->rbuf);
+    for (size_t i = 0; i < MAX_INFLIGHT; i++) sp_buf_free(&j->groups[i].buf);
     sp_buf_free(&j->snap.buf);
     free(j->snap.jobs);
     free(j->ids);
@@ -1151,7 +1220,10 @@ static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_
         /* Torn: the last write stopped inside this record, and nothing was written after it
          * (only zeros, or the end of the file). */
         size_t end = (uint64_t)declared + HDR >= rest ? rest : HDR + declared;
-        bool torn = is_last && !is_snap && (n == 0 || all_zero(m.p + off + end, rest - end));
+        /* A zero length is a hole: a later group reached the file before an earlier one (two
+         * are written at once), and neither was answered. */
+        bool torn = is_last && !is_snap &&
+                    (n == 0 || declared == 0 || all_zero(m.p + off + end, rest - end));
         if (!torn && !is_snap && off == cut_at) {
             sp_warn("journal: %s: dropping the corrupt record at offset %zu and the %zu bytes "
                     "from there, as --journal-truncate-at asked",
@@ -1360,8 +1432,8 @@ int sp_journal_open(uv_loop_t *loop, const sp_journal_opts_t *o, sp_engine_t *e,
     j->o.dir = j->dir;
     j->lock_fd = j->seg_fd = j->snap.fd = -1;
     wl_init(&j->open);
-    wl_init(&j->inflight);
     sp_buf_init(&j->gbuf);
+    sp_buf_init(&j->rbuf);
     sp_buf_init(&j->snap.buf);
 
     uint64_t t0 = uv_hrtime();
