@@ -4,9 +4,10 @@
  *
  * One loop thread owns the journal. A loop turn's changes are noted as job ids and queues; at
  * the end of the turn (a uv_check) their resulting state is encoded into one buffer, and one
- * pwrite + fdatasync of that buffer runs on the thread pool while the loop serves on. Only one
- * write is in flight: what changes meanwhile forms the next group, so under load every fsync
- * carries many answers. A failed write keeps its buffer and is retried at the same offset.
+ * pwrite + fdatasync of that buffer runs on the thread pool while the loop serves on. Two groups
+ * may be in flight (the next starts while the previous one syncs); they are answered strictly in
+ * order, so under load every fsync carries many answers. A failed group, and any after it, are
+ * rewritten from the last durable offset.
  *
  * A snapshot is written without stopping the loop: the log is first switched to a new segment,
  * then the engine's jobs are encoded a chunk per step on the loop and written on the thread
