@@ -50,7 +50,7 @@ all: $(addprefix build/bin/,$(BINS))
 help:
 	@echo "make            build build/bin/{$(BINS)}"
 	@echo "make deps       install missing Debian packages (apt-get)"
-	@echo "make run        build and start spool-server on 127.0.0.1:7700 with 8 workers"
+	@echo "make run        build and start spool-server on 127.0.0.1:7700 with 8 workers, jobs kept in ./var"
 	@echo "make test       build with ASan+UBSan and run every test"
 	@echo "make bench      benchmarks (wrk); prints req/s, latency and memory per job"
 	@echo "make fuzz       run the fuzzers for FUZZ_SECONDS (default 60) each"
@@ -70,7 +70,7 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	./build/bin/spool-server --listen 127.0.0.1:7700 --workers 8
+	./build/bin/spool-server --listen 127.0.0.1:7700 --workers 8 --data-dir ./var
 
 # ---- release build ---------------------------------------------------------------------------
 build/rel/obj/%.o: %.c

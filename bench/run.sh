@@ -4,11 +4,13 @@
 # each figure beside its target. It reports and does not judge: it exits 0 when every figure
 # was measured, whatever the figures are, and non-zero when something could not be measured.
 #
-# usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e] [remote] [redis]
+# usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e] [remote] [redis] [durable]
 #   no names: every measurement; "nginx" alone runs only the nginx half of "submit".
 #   redis: the Redis backend (a redis-server of its own): single submits over HTTP (wrk), batch
 #   submits, and a drain by one spool-worker --backend redis://, each with the Redis round trips
 #   per job counted from INFO commandstats.
+#   durable: single submits with --data-dir --fsync always against the volatile server, and
+#   beanstalkd with its binlog, in the same run.
 #   --quick: short runs (3 s, one round, fewer jobs) to check that the harness works.
 # environment: SPOOL_SERVER (default build/bin/spool-server), SPOOL_WORKER (default
 #   build/bin/spool-worker), BENCH_DURATION (wrk, default 10s),
@@ -421,6 +423,105 @@ bench_memory() {
     "submit rate" "$rate" "$PAYLOAD_BYTES" "$(kv "$line" server_cpu)")"
 }
 
+# One wrk run; prints the req/s, or returns 1 (with the reason logged).
+wrk_rps() {
+  local label=$1 port=$2 round=$3 line rps p50 p99 non2xx errs
+  line=$(run_wrk "http://127.0.0.1:$port/v1/queues/bench/jobs" "$TMP/wrk-$label-$round.txt") ||
+    return 1
+  read -r rps p50 p99 non2xx errs <<<"$line"
+  log "  $label round $round: $rps req/s, p50 $p50 ms, p99 $p99 ms, non-2xx $non2xx, socket errors $errs"
+  if [ "$non2xx" -gt 0 ]; then
+    log "  $label answered $non2xx requests with an error status"
+    return 1
+  fi
+  echo "$rps"
+}
+
+ensure_beanstalkd() {
+  command -v beanstalkd >/dev/null && return 0
+  pkg_installed beanstalkd || apt_install beanstalkd || return 1
+  command -v beanstalkd >/dev/null
+}
+
+# beanstalkd with its binlog (-b; it fsyncs at most every 50 ms by default) on a free port,
+# driven by bench/beanstalk_put.c; prints the puts/s.
+beanstalk_round() {
+  local round=$1 port pid line secs
+  secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print int(n) }')
+  mkdir -p "$TMP/beanstalk-$round"
+  port=$(free_port) || return 1
+  "${SERVER_CPU[@]}" beanstalkd -l 127.0.0.1 -p "$port" -b "$TMP/beanstalk-$round" \
+    >"$TMP/beanstalk-$round.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  if ! wait_listening "$port" "$pid"; then
+    stop_pid "$pid"
+    log "beanstalkd did not start:"
+    cat "$TMP/beanstalk-$round.log" >&2
+    return 1
+  fi
+  if ! line=$(timeout $((secs + 30)) "${CLIENT_CPU[@]}" "$TMP/beanstalk_put" "$port" "$secs" \
+    "$WRK_CONNS" "$PAYLOAD_BYTES"); then
+    stop_pid "$pid"
+    return 1
+  fi
+  stop_pid "$pid"
+  log "  beanstalkd round $round: $line"
+  kv "$line" puts_per_s
+}
+
+bench_durable() {
+  local round ok=1 v d b
+  local -a vol=() dur=() bst=()
+  log "5. Durable single submit: --data-dir --fsync always vs volatile vs beanstalkd -b, $RUNS round(s)"
+  ensure_wrk || { failed "durable: wrk is not available"; return; }
+  write_lua || { failed "durable: could not write the wrk script"; return; }
+  local have_bs=1
+  if ! ensure_beanstalkd || ! cc -O2 -o "$TMP/beanstalk_put" "$ROOT/bench/beanstalk_put.c"; then
+    have_bs=0
+    failed "durable: beanstalkd (or its client) is not available; Spool measured alone"
+  fi
+  for ((round = 1; round <= RUNS; round++)); do
+    start_spool "volatile-$round" || { ok=0; break; }
+    v=$(wrk_rps volatile "$SPOOL_PORT" "$round") || ok=0
+    stop_spool_quiet
+    [ "$ok" = 1 ] || break
+    vol+=("$v")
+    start_spool "durable-$round" --data-dir "$TMP/data-$round" --fsync always || { ok=0; break; }
+    d=$(wrk_rps durable "$SPOOL_PORT" "$round") || ok=0
+    stop_spool_quiet
+    rm -rf "$TMP/data-$round"
+    [ "$ok" = 1 ] || break
+    dur+=("$d")
+    if [ "$have_bs" = 1 ]; then
+      if b=$(beanstalk_round "$round"); then bst+=("$b"); else have_bs=0; failed "durable: the beanstalkd run failed"; fi
+      rm -rf "$TMP/beanstalk-$round"
+    fi
+  done
+  if [ "$ok" != 1 ]; then
+    failed "durable: a run could not be completed (see above)"
+    return
+  fi
+  local mv md mb ratio
+  mv=$(median "${vol[@]}")
+  md=$(median "${dur[@]}")
+  ratio=$(awk -v a="$md" -v b="$mv" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  report "5. Durable single submit: POST /v1/queues/bench/jobs, ${PAYLOAD_BYTES}-byte payload,"
+  report "   wrk -t1 -c$WRK_CONNS -d$DURATION; median of $RUNS round(s), alternating"
+  report "$(printf '   %-22s %9s req/s' "spool volatile" "$mv")"
+  report "$(printf '   %-22s %9s req/s   (each 201 sent after its fsync)' "spool --fsync always" "$md")"
+  report "$(printf '   %-22s %9s         target >= 0.70   [%s]' "ratio durable/volatile" "$ratio" \
+    "$(verdict ge "$ratio" 0.70)")"
+  if [ ${#bst[@]} -gt 0 ]; then
+    mb=$(median "${bst[@]}")
+    report "$(printf '   %-22s %9s puts/s  (binlog, fsync at most every 50 ms; %s connections)' \
+      "beanstalkd -b" "$mb" "$WRK_CONNS")"
+    report "$(printf '   %-22s %9s         target > 1   [%s]' "durable/beanstalkd" \
+      "$(awk -v a="$md" -v b="$mb" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
+      "$(verdict lt "$mb" "$md")")"
+  fi
+}
+
 bench_e2e() {
   local workers line rate any=0
   report "4. End to end: $E2E_JOBS noop jobs submitted in batches, run by embedded workers,"
@@ -628,7 +729,7 @@ main() {
       usage
       return 0
       ;;
-    submit | nginx | batch | memory | e2e | remote | redis) want+=("$arg") ;;
+    submit | nginx | batch | memory | e2e | remote | redis | durable) want+=("$arg") ;;
     *)
       log "unknown argument '$arg'"
       usage >&2
@@ -658,6 +759,7 @@ main() {
     e2e) bench_e2e ;;
     remote) bench_remote ;;
     redis) bench_redis ;;
+    durable) bench_durable ;;
     esac
   done
 

@@ -8,9 +8,11 @@
  */
 #include "backend_memory.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "journal.h"
 #include "log.h"
 
 typedef enum { WAIT_LEASE, WAIT_GET } wait_kind_t;
@@ -60,6 +62,7 @@ typedef struct mem_backend {
     void *closed_ud;
     void (*observe)(void *ud, const sp_jobrec_t *job, int from);
     void *observe_ud;
+    sp_journal_t *journal; /* NULL without --data-dir */
 } mem_backend_t;
 
 static void list_init(link_t *l)
@@ -90,6 +93,144 @@ static void list_unlink(link_t *n)
 static mem_backend_t *mb_of(sp_backend_t *b)
 {
     return (mem_backend_t *)b;
+}
+
+/* ---- answers that wait for the journal ------------------------------------------------- */
+
+/* With --fsync always, an answer that reports a change is held until the journal has the change
+ * on disk. It then needs its own copy of what it reports: the job may change again, or be
+ * forgotten, before the write completes. One allocation holds the answer, its records and their
+ * strings. */
+typedef enum { ANS_JOB, ANS_SUBMIT, ANS_BATCH, ANS_JOBS, ANS_QUEUES, ANS_COUNT } ans_kind_t;
+
+typedef struct {
+    ans_kind_t kind;
+    union {
+        sp_be_job_cb job;
+        sp_be_submit_cb submit;
+        sp_be_batch_cb batch;
+        sp_be_jobs_cb jobs;
+        sp_be_queues_cb queues;
+        sp_be_count_cb count;
+    } cb;
+    void *ud;
+    size_t n;
+    sp_jobrec_t *recs;
+    bool *existed;
+    sp_queue_stats_t st;
+    uint64_t count;
+} answer_t;
+
+static size_t rec_strings(const sp_jobrec_t *r)
+{
+    return r->queue_len + r->type_len + r->payload_len + (r->result ? r->result_len : 0) +
+           (r->last_error ? r->last_error_len : 0) + (r->worker ? r->worker_len : 0) +
+           (r->idem_key ? r->idem_key_len : 0);
+}
+
+static const char *copy_str(char **pool, const char *s, size_t n)
+{
+    if (!s) return NULL;
+    char *d = *pool;
+    if (n) memcpy(d, s, n);
+    *pool += n;
+    return d;
+}
+
+static answer_t *ans_new(ans_kind_t kind, size_t n, const sp_jobrec_t *recs, const bool *existed,
+                         const sp_queue_stats_t *st)
+{
+    size_t strs = st ? st->name_len : 0;
+    for (size_t i = 0; i < n; i++) strs += rec_strings(&recs[i]);
+    size_t size = sizeof(answer_t) + n * sizeof(sp_jobrec_t) + n * sizeof(bool) + strs + 1;
+    answer_t *a = malloc(size);
+    if (!a) return NULL;
+    memset(a, 0, sizeof *a);
+    a->kind = kind;
+    a->n = n;
+    a->recs = (sp_jobrec_t *)(a + 1);
+    a->existed = (bool *)(a->recs + n);
+    char *pool = (char *)(a->existed + n);
+    for (size_t i = 0; i < n; i++) {
+        sp_jobrec_t *d = &a->recs[i];
+        *d = recs[i];
+        d->queue = copy_str(&pool, recs[i].queue, recs[i].queue_len);
+        d->type = copy_str(&pool, recs[i].type, recs[i].type_len);
+        d->payload = copy_str(&pool, recs[i].payload, recs[i].payload_len);
+        d->result = copy_str(&pool, recs[i].result, recs[i].result_len);
+        d->last_error = copy_str(&pool, recs[i].last_error, recs[i].last_error_len);
+        d->worker = copy_str(&pool, recs[i].worker, recs[i].worker_len);
+        d->idem_key = copy_str(&pool, recs[i].idem_key, recs[i].idem_key_len);
+        a->existed[i] = existed ? existed[i] : false;
+    }
+    if (st) {
+        a->st = *st;
+        a->st.name = copy_str(&pool, st->name, st->name_len);
+    }
+    return a;
+}
+
+/* Delivers a held answer: what it reports once the journal has it, or the journal's error. */
+static void ans_run(void *arg, int status, const char *why)
+{
+    answer_t *a = arg;
+    switch (a->kind) {
+    case ANS_JOB:
+        if (status)
+            a->cb.job(a->ud, status, why, NULL);
+        else
+            a->cb.job(a->ud, 0, NULL, &a->recs[0]);
+        break;
+    case ANS_SUBMIT:
+        if (status)
+            a->cb.submit(a->ud, status, why, NULL, false);
+        else
+            a->cb.submit(a->ud, 0, NULL, &a->recs[0], a->existed[0]);
+        break;
+    case ANS_BATCH:
+        if (status)
+            a->cb.batch(a->ud, status, why, NULL, NULL, 0);
+        else
+            a->cb.batch(a->ud, 0, NULL, a->recs, a->existed, a->n);
+        break;
+    case ANS_JOBS:
+        if (status)
+            a->cb.jobs(a->ud, status, why, NULL, 0, 0);
+        else
+            a->cb.jobs(a->ud, 0, NULL, a->recs, a->n, 0);
+        break;
+    case ANS_QUEUES:
+        if (status)
+            a->cb.queues(a->ud, status, why, NULL, 0);
+        else
+            a->cb.queues(a->ud, 0, NULL, &a->st, 1);
+        break;
+    case ANS_COUNT:
+        if (status)
+            a->cb.count(a->ud, status, why, 0);
+        else
+            a->cb.count(a->ud, 0, NULL, a->count);
+        break;
+    }
+    free(a);
+}
+
+/* Whether answers to changes wait for the disk. */
+static bool holding(const mem_backend_t *mb)
+{
+    return mb->journal && sp_journal_waits(mb->journal);
+}
+
+/* Hands a held answer to the journal; short of memory, says so at once. */
+static void ans_hold(mem_backend_t *mb, answer_t *a)
+{
+    if (a) sp_journal_after(mb->journal, ans_run, a);
+}
+
+/* A change is refused while the journal cannot be written: accepting it could not be kept. */
+static bool journal_down(mem_backend_t *mb, const char **why)
+{
+    return mb->journal && sp_journal_status(mb->journal, why) != 0;
 }
 
 /* ---- the clock ------------------------------------------------------------------------- */
@@ -164,6 +305,23 @@ static void answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_
 {
     if (n == 0) {
         cb(ud, 0, NULL, NULL, 0, 0);
+        return;
+    }
+    if (holding(mb)) {
+        sp_jobrec_t *recs = malloc(n * sizeof *recs);
+        answer_t *a = NULL;
+        if (recs) {
+            for (size_t i = 0; i < n; i++) sp_engine_view(mb->engine, jobs[i], &recs[i]);
+            a = ans_new(ANS_JOBS, n, recs, NULL, NULL);
+            free(recs);
+        }
+        if (!a) {
+            cb(ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
+            return;
+        }
+        a->cb.jobs = cb;
+        a->ud = ud;
+        ans_hold(mb, a);
         return;
     }
     sp_jobrec_t stack[16];
@@ -350,6 +508,10 @@ static void on_ready(void *ud, sp_equeue_t *q)
 static void on_change(void *ud, const sp_ejob_t *job, int from, sp_state_t to)
 {
     mem_backend_t *mb = ud;
+    if (mb->journal) {
+        sp_journal_job(mb->journal, sp_ejob_id(job));
+        sp_journal_queue(mb->journal, sp_ejob_queue(job));
+    }
     if (mb->observe) {
         sp_jobrec_t rec;
         sp_engine_view(mb->engine, job, &rec);
@@ -392,7 +554,22 @@ static void answer_job(mem_backend_t *mb, int err, const char *why, sp_ejob_t *j
     } else {
         sp_jobrec_t rec;
         sp_engine_view(mb->engine, job, &rec);
-        cb(ud, 0, NULL, &rec);
+        if (mb->journal) {
+            /* A heartbeat or a cancel request changes a job without changing its state. */
+            sp_journal_job(mb->journal, rec.id);
+        }
+        if (holding(mb)) {
+            answer_t *a = ans_new(ANS_JOB, 1, &rec, NULL, NULL);
+            if (a) {
+                a->cb.job = cb;
+                a->ud = ud;
+                ans_hold(mb, a);
+            } else {
+                cb(ud, SP_ENOMEM, "out of memory", NULL);
+            }
+        } else {
+            cb(ud, 0, NULL, &rec);
+        }
     }
     arm(mb);
 }
@@ -403,6 +580,11 @@ static void op_submit(sp_backend_t *b, const char *queue, size_t queue_len,
     mem_backend_t *mb = mb_of(b);
     sp_ejob_t *job = NULL;
     bool existed = false;
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL, false);
+        return;
+    }
     int err = sp_engine_submit(mb->engine, sp_now_ms(), queue, queue_len, spec, &job, &existed);
     if (err) {
         cb(ud, err, err_text(err, NULL), NULL, false);
@@ -410,7 +592,18 @@ static void op_submit(sp_backend_t *b, const char *queue, size_t queue_len,
     }
     sp_jobrec_t rec;
     sp_engine_view(mb->engine, job, &rec);
-    cb(ud, 0, NULL, &rec, existed);
+    if (holding(mb)) {
+        answer_t *a = ans_new(ANS_SUBMIT, 1, &rec, &existed, NULL);
+        if (a) {
+            a->cb.submit = cb;
+            a->ud = ud;
+            ans_hold(mb, a);
+        } else {
+            cb(ud, SP_ENOMEM, "out of memory", NULL, false);
+        }
+    } else {
+        cb(ud, 0, NULL, &rec, existed);
+    }
     arm(mb);
 }
 
@@ -418,6 +611,11 @@ static void op_submit_batch(sp_backend_t *b, const char *queue, size_t queue_len
                             const sp_job_spec_t *specs, size_t n, sp_be_batch_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL, NULL, 0);
+        return;
+    }
     sp_ejob_t **jobs = malloc((n ? n : 1) * sizeof *jobs);
     bool *existed = malloc(n ? n : 1);
     sp_jobrec_t *recs = malloc((n ? n : 1) * sizeof *recs);
@@ -434,7 +632,18 @@ static void op_submit_batch(sp_backend_t *b, const char *queue, size_t queue_len
         cb(ud, err, err_text(err, NULL), NULL, NULL, 0);
     } else {
         for (size_t i = 0; i < n; i++) sp_engine_view(mb->engine, jobs[i], &recs[i]);
-        cb(ud, 0, NULL, recs, existed, n);
+        if (holding(mb)) {
+            answer_t *a = ans_new(ANS_BATCH, n, recs, existed, NULL);
+            if (a) {
+                a->cb.batch = cb;
+                a->ud = ud;
+                ans_hold(mb, a);
+            } else {
+                cb(ud, SP_ENOMEM, "out of memory", NULL, NULL, 0);
+            }
+        } else {
+            cb(ud, 0, NULL, recs, existed, n);
+        }
     }
     free(jobs);
     free(existed);
@@ -464,6 +673,11 @@ static sp_be_wait_t *op_get(sp_backend_t *b, uint64_t id, int64_t wait_ms, sp_be
 static void op_cancel(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL);
+        return;
+    }
     sp_ejob_t *job = NULL;
     const char *why = NULL;
     int err = sp_engine_cancel(mb->engine, sp_now_ms(), id, &job, &why);
@@ -473,6 +687,11 @@ static void op_cancel(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud)
 static void op_retry(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL);
+        return;
+    }
     sp_ejob_t *job = NULL;
     const char *why = NULL;
     int err = sp_engine_retry(mb->engine, sp_now_ms(), id, &job, &why);
@@ -483,6 +702,11 @@ static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_
                               sp_be_jobs_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL, 0, 0);
+        return NULL;
+    }
     sp_ejob_t *stack[64];
     sp_ejob_t **jobs = req->max <= 64 ? stack : malloc(req->max * sizeof *jobs);
     if (!jobs) {
@@ -518,6 +742,11 @@ static void op_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *res
                    size_t result_len, sp_be_job_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL);
+        return;
+    }
     sp_ejob_t *job = NULL;
     const char *why = NULL;
     int err = sp_engine_ack(mb->engine, sp_now_ms(), id, lease, result, result_len, &job, &why);
@@ -528,6 +757,11 @@ static void op_fail(sp_backend_t *b, uint64_t id, uint64_t lease, const char *er
                     size_t error_len, bool retry, int64_t retry_in_ms, sp_be_job_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL);
+        return;
+    }
     sp_ejob_t *job = NULL;
     const char *why = NULL;
     int err = sp_engine_fail(mb->engine, sp_now_ms(), id, lease, error, error_len, retry,
@@ -539,6 +773,11 @@ static void op_heartbeat(sp_backend_t *b, uint64_t id, uint64_t lease, int64_t e
                          sp_be_job_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL);
+        return;
+    }
     sp_ejob_t *job = NULL;
     const char *why = NULL;
     int err = sp_engine_heartbeat(mb->engine, sp_now_ms(), id, lease, extend_ms, &job, &why);
@@ -548,6 +787,11 @@ static void op_heartbeat(sp_backend_t *b, uint64_t id, uint64_t lease, int64_t e
 static void op_release(sp_backend_t *b, uint64_t id, uint64_t lease, sp_be_job_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL);
+        return;
+    }
     sp_ejob_t *job = NULL;
     const char *why = NULL;
     int err = sp_engine_release(mb->engine, sp_now_ms(), id, lease, &job, &why);
@@ -612,6 +856,11 @@ static void op_pause(sp_backend_t *b, const char *queue, size_t queue_len, bool 
 {
     mem_backend_t *mb = mb_of(b);
     sp_equeue_t *q = NULL;
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, NULL, 0);
+        return;
+    }
     int err = pause ? sp_engine_pause(mb->engine, queue, queue_len, &q)
                     : sp_engine_resume(mb->engine, queue, queue_len, &q);
     if (err) {
@@ -620,6 +869,18 @@ static void op_pause(sp_backend_t *b, const char *queue, size_t queue_len, bool 
     }
     sp_queue_stats_t st;
     sp_engine_queue_stats(mb->engine, q, sp_now_ms(), &st);
+    if (mb->journal) sp_journal_queue(mb->journal, q);
+    if (holding(mb)) {
+        answer_t *a = ans_new(ANS_QUEUES, 0, NULL, NULL, &st);
+        if (a) {
+            a->cb.queues = cb;
+            a->ud = ud;
+            ans_hold(mb, a);
+        } else {
+            cb(ud, SP_ENOMEM, "out of memory", NULL, 0);
+        }
+        return;
+    }
     cb(ud, 0, NULL, &st, 1);
 }
 
@@ -632,22 +893,50 @@ static void op_purge(sp_backend_t *b, const char *queue, size_t queue_len, sp_st
         cb(ud, SP_ENOTFOUND, "no queue with this name", 0);
         return;
     }
+    const char *down;
+    if (journal_down(mb, &down)) {
+        cb(ud, SP_EUNAVAIL, down, 0);
+        return;
+    }
+    if (mb->journal && state != SP_STATE_RUNNING && (unsigned)state < SP_STATE_COUNT) {
+        /* Purged jobs are noted first: the journal writes a forget for each one gone. */
+        sp_ejob_t *page[256];
+        uint64_t after = 0, next;
+        do {
+            size_t k = sp_engine_list(mb->engine, q, (int)state, after, 256, page, &next);
+            for (size_t i = 0; i < k; i++) sp_journal_job(mb->journal, sp_ejob_id(page[i]));
+            after = next;
+        } while (next);
+    }
     uint64_t deleted = 0;
     int err = sp_engine_purge(mb->engine, sp_now_ms(), q, state, &deleted);
-    if (err)
+    if (err) {
         cb(ud, err, err == SP_EINVAL ? "running jobs cannot be purged" : err_text(err, NULL), 0);
-    else
+    } else if (holding(mb)) {
+        sp_journal_queue(mb->journal, q);
+        answer_t *a = ans_new(ANS_COUNT, 0, NULL, NULL, NULL);
+        if (a) {
+            a->cb.count = cb;
+            a->ud = ud;
+            a->count = deleted;
+            ans_hold(mb, a);
+        } else {
+            cb(ud, SP_ENOMEM, "out of memory", 0);
+        }
+    } else {
+        if (mb->journal) sp_journal_queue(mb->journal, q);
         cb(ud, 0, NULL, deleted);
+    }
     arm(mb);
 }
 
 static void op_ready(sp_backend_t *b, sp_be_status_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
-    if (mb->closing)
-        cb(ud, SP_EUNAVAIL, "the backend is closing");
-    else
-        cb(ud, 0, NULL);
+    const char *down;
+    if (mb->closing) cb(ud, SP_EUNAVAIL, "the backend is closing");
+    else if (journal_down(mb, &down)) cb(ud, SP_EUNAVAIL, down);
+    else cb(ud, 0, NULL);
 }
 
 static void op_cancel_wait(sp_backend_t *b, sp_be_wait_t *w)
@@ -671,6 +960,13 @@ static void release_handle(mem_backend_t *mb)
 static void handle_closed(uv_handle_t *h)
 {
     release_handle(h->data);
+}
+
+static void journal_closed(void *ud)
+{
+    mem_backend_t *mb = ud;
+    mb->journal = NULL;
+    release_handle(mb);
 }
 
 /* Waits are answered first (as if their time ran out), then the backend's handles closed;
@@ -698,6 +994,11 @@ static void op_close(sp_backend_t *b, void (*done)(void *ud), void *ud)
     }
     uv_close((uv_handle_t *)&mb->tick, handle_closed);
     uv_close((uv_handle_t *)&mb->wake, handle_closed);
+    if (mb->journal) {
+        /* The engine lives until the journal has written its last group. */
+        mb->open_handles++;
+        sp_journal_close(mb->journal, journal_closed, mb);
+    }
 }
 
 static const sp_backend_ops_t memory_ops = {
@@ -723,14 +1024,29 @@ static const sp_backend_ops_t memory_ops = {
 
 sp_backend_t *sp_backend_memory_new(uv_loop_t *loop, const sp_engine_opts_t *opts)
 {
+    return sp_backend_memory_open(loop, opts, NULL, NULL, 0);
+}
+
+sp_backend_t *sp_backend_memory_open(uv_loop_t *loop, const sp_engine_opts_t *opts,
+                                     const sp_journal_opts_t *jo, char *err, size_t errlen)
+{
     mem_backend_t *mb = calloc(1, sizeof *mb);
-    if (!mb) return NULL;
+    if (!mb) {
+        if (err) snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     sp_engine_opts_t o = *opts;
     o.on_ready = on_ready;
     o.on_change = on_change;
     o.ud = mb;
     mb->engine = sp_engine_new(&o);
     if (!mb->engine) {
+        free(mb);
+        if (err) snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (jo && sp_journal_open(loop, jo, mb->engine, &mb->journal, err, errlen) != 0) {
+        sp_engine_free(mb->engine);
         free(mb);
         return NULL;
     }
@@ -744,7 +1060,13 @@ sp_backend_t *sp_backend_memory_new(uv_loop_t *loop, const sp_engine_opts_t *opt
     mb->tick.data = mb;
     mb->wake.data = mb;
     mb->open_handles = 2;
+    arm(mb); /* restored jobs may be due: delayed jobs, leases that ran out while stopped */
     return &mb->base;
+}
+
+sp_journal_t *sp_backend_memory_journal(sp_backend_t *b)
+{
+    return mb_of(b)->journal;
 }
 
 sp_engine_t *sp_backend_memory_engine(sp_backend_t *b)

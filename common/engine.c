@@ -1463,3 +1463,255 @@ int64_t sp_engine_next_deadline(const sp_engine_t *e)
     }
     return t;
 }
+
+/* ---- restoring ---------------------------------------------------------------------------- */
+
+void sp_engine_view_full(const sp_engine_t *e, const sp_ejob_t *job, sp_jobrec_t *out)
+{
+    sp_engine_view(e, job, out);
+    if (job->ext) {
+        out->lease = job->ext->lease;
+        out->lease_expires_at = job->ext->lease_expires_at;
+    }
+}
+
+uint64_t sp_engine_next_id(const sp_engine_t *e)
+{
+    return e->next_id;
+}
+
+void sp_engine_set_next_id(sp_engine_t *e, uint64_t id)
+{
+    if (id > e->next_id) e->next_id = id;
+}
+
+int sp_engine_forget(sp_engine_t *e, uint64_t id)
+{
+    sp_ejob_t *j = sp_engine_get(e, id);
+    if (!j) return SP_ENOTFOUND;
+    job_forget(e, j);
+    return 0;
+}
+
+int sp_engine_queue_restore(sp_engine_t *e, const sp_queue_stats_t *st)
+{
+    if (!sp_name_valid(st->name, st->name_len)) return SP_EINVAL;
+    sp_equeue_t *q;
+    int rc = sp_engine_queue_get(e, st->name, st->name_len, &q);
+    if (rc) return rc;
+    q->paused = st->paused;
+    q->enqueued = st->enqueued;
+    q->succeeded = st->succeeded;
+    q->failed = st->failed;
+    q->retried = st->retried;
+    q->leased = st->leased;
+    q->canceled = st->canceled;
+    return 0;
+}
+
+/* Inserts n into a list kept sorted by key, searching from the back: restored jobs come nearly
+ * in order, so the walk is short. */
+static void dl_insert_sorted(struct dl *h, struct dl *n,
+                             bool (*later)(const struct dl *, const struct dl *))
+{
+    struct dl *p = h->prev;
+    while (p != h && later(p, n)) p = p->prev;
+    n->prev = p;
+    n->next = p->next;
+    p->next->prev = n;
+    p->next = n;
+}
+
+static bool qlink_later(const struct dl *a, const struct dl *b)
+{
+    return JOB_OF_QLINK(a)->id > JOB_OF_QLINK(b)->id;
+}
+
+static bool finished_later(const struct dl *a, const struct dl *b)
+{
+    return JOB_OF_LINK(a)->ext->finished_at > JOB_OF_LINK(b)->ext->finished_at;
+}
+
+static bool idem_later(const struct dl *a, const struct dl *b)
+{
+    return sp_container_of(a, struct jext, idem_link)->job->created_at >
+           sp_container_of(b, struct jext, idem_link)->job->created_at;
+}
+
+/* Puts a restored job where its state keeps it; counts follow, totals and observers do not. */
+static void enter_state(sp_engine_t *e, sp_ejob_t *j)
+{
+    sp_equeue_t *q = j->cls->q;
+    q->counts[j->state]++;
+    switch ((sp_state_t)j->state) {
+    case SP_STATE_SCHEDULED:
+    case SP_STATE_RUNNING:
+        heap_push(e, j);
+        break;
+    case SP_STATE_QUEUED:
+        dl_push(&q->ready[j->priority], &j->u.link);
+        break;
+    case SP_STATE_SUCCEEDED:
+    case SP_STATE_FAILED:
+    case SP_STATE_CANCELED:
+        dl_insert_sorted(&e->finished, &j->u.link, finished_later);
+        break;
+    }
+}
+
+static bool rec_valid(const sp_jobrec_t *r)
+{
+    if (r->id == 0 || (unsigned)r->state >= SP_STATE_COUNT) return false;
+    if (!sp_name_valid(r->queue, r->queue_len) || !sp_name_valid(r->type, r->type_len))
+        return false;
+    if (r->priority < 0 || r->priority >= NPRIO) return false;
+    if (r->max_attempts < 1 || r->max_attempts > UINT16_MAX || r->attempts > UINT16_MAX)
+        return false;
+    if (r->payload_len > UINT32_MAX || (r->payload_len && !r->payload)) return false;
+    if (r->idem_key && r->idem_key_len > SP_IDEM_KEY_MAX) return false;
+    if (r->worker && r->worker_len > UINT32_MAX - 1) return false;
+    if (r->state == SP_STATE_RUNNING && r->lease_expires_at < 0) return false;
+    if (sp_state_finished(r->state) && r->finished_at < 0) return false;
+    return true;
+}
+
+/* The strings a record's extension owns, allocated before anything changes. */
+struct rest_strs {
+    struct rstr *worker;
+    char *result;
+    char *error;
+};
+
+static void rest_strs_free(struct rest_strs *s)
+{
+    rstr_put(s->worker);
+    free(s->result);
+    free(s->error);
+}
+
+static int rest_strs_make(const sp_jobrec_t *r, struct rest_strs *s)
+{
+    memset(s, 0, sizeof(*s));
+    if (r->worker) {
+        s->worker = malloc(sizeof(struct rstr) + r->worker_len + 1);
+        if (!s->worker) return SP_ENOMEM;
+        s->worker->refs = 1;
+        s->worker->len = (uint32_t)r->worker_len;
+        if (r->worker_len) memcpy(s->worker->s, r->worker, r->worker_len);
+        s->worker->s[r->worker_len] = '\0';
+    }
+    if (r->result && !(s->result = copy_bytes(r->result, r->result_len))) goto oom;
+    if (r->last_error && !(s->error = copy_bytes(r->last_error, r->last_error_len))) goto oom;
+    return 0;
+oom:
+    rest_strs_free(s);
+    return SP_ENOMEM;
+}
+
+static bool rec_needs_ext(const sp_jobrec_t *r)
+{
+    return r->idem_key || r->worker || r->result || r->last_error || r->cancel_requested ||
+           r->lease || r->started_at >= 0 || r->finished_at >= 0 || r->lease_expires_at >= 0 ||
+           r->state == SP_STATE_RUNNING || sp_state_finished(r->state);
+}
+
+/* Sets what changes over a job's life from the record; the strings are taken over. */
+static void rest_apply(sp_ejob_t *j, const sp_jobrec_t *r, struct rest_strs *s)
+{
+    j->run_at = r->run_at;
+    j->attempts = (uint16_t)r->attempts;
+    j->state = (uint8_t)r->state;
+    struct jext *x = j->ext;
+    if (!x) return;
+    x->started_at = r->started_at;
+    x->finished_at = r->finished_at;
+    x->lease_expires_at = r->lease_expires_at;
+    x->lease = r->lease;
+    x->cancel_requested = r->cancel_requested;
+    rstr_put(x->worker);
+    x->worker = s->worker;
+    free(x->result);
+    x->result = s->result;
+    x->result_len = s->result ? r->result_len : 0;
+    ext_set_error(x, s->error, s->error ? r->last_error_len : 0, false);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Whether an existing job is the same job as the record (what never changes matches). */
+static bool rec_same_job(const sp_ejob_t *j, const sp_jobrec_t *r)
+{
+    const struct jclass *c = j->cls;
+    return c->q->name_len == r->queue_len && memcmp(c->q->name, r->queue, r->queue_len) == 0 &&
+           c->type_len == r->type_len && memcmp(c->type, r->type, r->type_len) == 0 &&
+           c->timeout_ms == r->timeout_ms && c->backoff_ms == r->backoff_ms &&
+           c->max_attempts == r->max_attempts && j->priority == r->priority &&
+           j->created_at == r->created_at && j->payload_len == r->payload_len &&
+           (!j->ext || !j->ext->has_key) == !r->idem_key &&
+           (!r->idem_key || (j->ext->idem_key_len == r->idem_key_len &&
+                             memcmp(j->ext->idem_key, r->idem_key, r->idem_key_len) == 0)) &&
+           memcmp(j->payload, r->payload, r->payload_len) == 0;
+}
+
+int sp_engine_restore(sp_engine_t *e, int64_t now, const sp_jobrec_t *r)
+{
+    if (!rec_valid(r)) return SP_EINVAL;
+    sp_ejob_t *j = sp_engine_get(e, r->id);
+    if (j && !rec_same_job(j, r)) {
+        job_forget(e, j);
+        j = NULL;
+    }
+    struct rest_strs s;
+    if (rest_strs_make(r, &s) != 0) return SP_ENOMEM;
+    bool in_heap = r->state == SP_STATE_SCHEDULED || r->state == SP_STATE_RUNNING;
+    if (in_heap && heap_reserve(e, 1) != 0) goto oom;
+    if (j) {
+        if (rec_needs_ext(r) && ensure_ext(j) != 0) goto oom;
+        leave_state(e, j);
+        rest_apply(j, r, &s);
+        enter_state(e, j);
+        return 0;
+    }
+    sp_equeue_t *q;
+    if (sp_engine_queue_get(e, r->queue, r->queue_len, &q) != 0) goto oom;
+    if (ptab_reserve(&e->ids, 1, job_id_hashfn) != 0) goto oom;
+    sp_job_spec_t spec;
+    memcpy(spec.type, r->type, r->type_len);
+    spec.type[r->type_len] = '\0';
+    spec.type_len = r->type_len;
+    spec.timeout_ms = r->timeout_ms;
+    spec.backoff_ms = r->backoff_ms;
+    spec.max_attempts = r->max_attempts;
+    spec.payload_len = r->payload_len;
+    spec.has_idem_key = r->idem_key != NULL;
+    spec.idem_key_len = r->idem_key ? r->idem_key_len : 0;
+    if (r->idem_key && r->idem_key_len) memcpy(spec.idem_key, r->idem_key, r->idem_key_len);
+    bool key_live = r->idem_key && sat_add(r->created_at, e->o.idem_ttl_ms) > now;
+    if (key_live && ptab_reserve(&e->idem, 1, job_idem_hashfn) != 0) goto oom;
+    j = job_alloc(e, q, &spec);
+    if (!j) goto oom;
+    if (rec_needs_ext(r) && ensure_ext(j) != 0) {
+        job_free(j);
+        goto oom;
+    }
+    j->id = r->id;
+    j->created_at = r->created_at;
+    j->payload_len = (uint32_t)r->payload_len;
+    if (r->payload_len) memcpy(j->payload, r->payload, r->payload_len);
+    j->priority = (uint8_t)r->priority;
+    rest_apply(j, r, &s);
+    ptab_put(&e->ids, j, id_hash(j->id));
+    dl_insert_sorted(&q->all, &j->qlink, qlink_later);
+    if (key_live) {
+        j->ext->idem_hash = idem_hash(q, r->idem_key, r->idem_key_len, e->hk1);
+        j->ext->idem_live = true;
+        ptab_put(&e->idem, j, j->ext->idem_hash);
+        dl_insert_sorted(&e->idem_fifo, &j->ext->idem_link, idem_later);
+    }
+    e->njobs++;
+    enter_state(e, j);
+    if (r->id >= e->next_id) e->next_id = r->id + 1;
+    return 0;
+oom:
+    rest_strs_free(&s);
+    return SP_ENOMEM;
+}

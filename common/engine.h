@@ -160,4 +160,27 @@ int64_t sp_engine_next_deadline(const sp_engine_t *e);
 /* Number of jobs held in memory (every state). */
 size_t sp_engine_job_count(const sp_engine_t *e);
 
+/* ---- restoring (the journal) ------------------------------------------------------------- */
+/* A journal keeps each job's resulting state after every change and puts it back on start.
+ * None of these call on_change or on_ready. */
+
+/* Like sp_engine_view, but the lease token and lease_expires_at are kept whatever the state (a
+ * finished job remembers the lease that ended it, so that a repeated ack still succeeds). */
+void sp_engine_view_full(const sp_engine_t *e, const sp_ejob_t *job, sp_jobrec_t *out);
+
+/* Inserts job rec->id exactly as the record says (state, attempts, lease token and deadline,
+ * times, strings), or updates it in place when it exists. The queue is created if needed; its
+ * counts follow, its totals do not (sp_engine_queue_restore). An idempotency key is live again
+ * when created_at + idem_ttl is after now. The next id handed out is raised past rec->id.
+ * Returns 0, SP_EINVAL (an impossible record) or SP_ENOMEM (nothing changed). */
+int sp_engine_restore(sp_engine_t *e, int64_t now, const sp_jobrec_t *rec);
+/* Forgets a job as a purge would. SP_ENOTFOUND when there is none. */
+int sp_engine_forget(sp_engine_t *e, uint64_t id);
+/* Sets a queue's pause flag and totals (enqueued, succeeded, failed, retried, leased, canceled)
+ * from st, creating the queue; its counts are left as the jobs make them. */
+int sp_engine_queue_restore(sp_engine_t *e, const sp_queue_stats_t *st);
+/* The id the next new job gets; raising it (never lowering) keeps ids unique across restarts. */
+uint64_t sp_engine_next_id(const sp_engine_t *e);
+void sp_engine_set_next_id(sp_engine_t *e, uint64_t id);
+
 #endif

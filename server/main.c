@@ -172,6 +172,8 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:7700";
     const char *backend = "memory";
     const char *data_dir = NULL;
+    const char *fsync_mode = "always";
+    const char *truncate_at = NULL;
     const char *handlers = NULL;
     const char *token_file = NULL;
     const char *log_level = "info";
@@ -186,7 +188,13 @@ int main(int argc, char **argv)
         {"backend", SP_FLAG_STRING, &backend, 0, 0, "memory",
          "job store: memory, or redis://HOST:PORT[/DB] (shared by many servers and workers)"},
         {"data-dir", SP_FLAG_STRING, &data_dir, 0, 0, "DIR",
-         "directory for the memory backend's journal (not available in this build)"},
+         "keep jobs across restarts: the memory backend's journal and snapshots live here"},
+        {"fsync", SP_FLAG_STRING, &fsync_mode, 0, 0, "always|interval",
+         "with --data-dir: 'always' answers a change once it is on disk; 'interval' answers at "
+         "once and syncs every 10 ms (a crash can lose the last 10 ms)"},
+        {"journal-truncate-at", SP_FLAG_STRING, &truncate_at, 0, 0, "FILE:OFFSET",
+         "with --data-dir: drop a corrupt journal record and everything after it (the start-up "
+         "error names FILE:OFFSET)"},
         {"workers", SP_FLAG_INT, &workers, 0, 100000, "N",
          "worker coroutines run inside the server, draining every queue"},
         {"handlers", SP_FLAG_STRING, &handlers, 0, 0, "FILE",
@@ -240,9 +248,23 @@ int main(int argc, char **argv)
                 backend);
         return 2;
     }
-    if (data_dir) {
-        fprintf(stderr, "spool-server: --data-dir: durable storage is not available in this "
-                        "build; without it jobs are kept in memory only\n");
+    bool fsync_always = strcmp(fsync_mode, "always") == 0;
+    if (!fsync_always && strcmp(fsync_mode, "interval") != 0) {
+        fprintf(stderr, "spool-server: --fsync: must be always or interval, got '%s'\n",
+                fsync_mode);
+        return 2;
+    }
+    if (data_dir && !*data_dir) {
+        fprintf(stderr, "spool-server: --data-dir: must not be empty\n");
+        return 2;
+    }
+    if (use_redis && data_dir) {
+        fprintf(stderr, "spool-server: --data-dir is for the memory backend; with Redis, jobs "
+                        "are kept by Redis (turn on its AOF)\n");
+        return 2;
+    }
+    if (truncate_at && !data_dir) {
+        fprintf(stderr, "spool-server: --journal-truncate-at needs --data-dir\n");
         return 2;
     }
     /* Loaded before anything starts: a bad handlers file is a start-up error. */
@@ -259,6 +281,8 @@ int main(int argc, char **argv)
     if (token_file && read_token(token_file, &token, &token_len)) return 2;
 
     signal(SIGPIPE, SIG_IGN);
+    /* Past a file-size limit a write must fail with EFBIG (and be retried), not kill us. */
+    signal(SIGXFSZ, SIG_IGN);
     raise_nofile();
 
     server_t s = {0};
@@ -277,6 +301,18 @@ int main(int argc, char **argv)
         if (rc) {
             fprintf(stderr, "spool-server: --backend: %s\n", berr);
             return rc == SP_EINVAL ? 2 : 1;
+        }
+    } else if (data_dir) {
+        sp_journal_opts_t jo;
+        sp_journal_opts_default(&jo);
+        jo.dir = data_dir;
+        jo.fsync_always = fsync_always;
+        jo.truncate_at = truncate_at;
+        char jerr[1024];
+        s.backend = sp_backend_memory_open(s.loop, &eo, &jo, jerr, sizeof jerr);
+        if (!s.backend) {
+            fprintf(stderr, "spool-server: --data-dir %s: %s\n", data_dir, jerr);
+            return 1;
         }
     } else {
         s.backend = sp_backend_memory_new(s.loop, &eo);
@@ -325,7 +361,7 @@ int main(int argc, char **argv)
 
     printf("listening on %s\n", bound);
     fflush(stdout);
-    if (!use_redis)
+    if (!use_redis && !data_dir)
         sp_warn("memory backend without --data-dir: jobs live in memory only and are lost when "
                 "the server stops");
 
@@ -342,8 +378,14 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    sp_info("spool-server %s on %s: backend %s, %lld workers", SP_VERSION, bound,
-            use_redis ? backend : "memory", (long long)workers);
+    if (use_redis)
+        sp_info("spool-server %s on %s: backend %s, %lld workers", SP_VERSION, bound, backend,
+                (long long)workers);
+    else
+        sp_info("spool-server %s on %s: backend memory (%s%s%s), %lld workers", SP_VERSION,
+                bound, data_dir ? "journal in " : "volatile", data_dir ? data_dir : "",
+                data_dir ? (fsync_always ? ", fsync always" : ", fsync every 10 ms") : "",
+                (long long)workers);
 
     uv_run(s.loop, UV_RUN_DEFAULT);
     sp_handlers_free(htable);

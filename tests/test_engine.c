@@ -1552,6 +1552,291 @@ static void test_memory_per_job(void **state)
     sp_engine_free(e);
 }
 
+/* ---- restoring ---------------------------------------------------------------------------- */
+
+static bool bytes_eq(const char *a, size_t al, const char *b, size_t bl)
+{
+    if (!a || !b) return a == b;
+    return al == bl && memcmp(a, b, al) == 0;
+}
+
+static void expect_same_rec(const sp_jobrec_t *a, const sp_jobrec_t *b)
+{
+    assert_int_equal(a->id, b->id);
+    assert_true(bytes_eq(a->queue, a->queue_len, b->queue, b->queue_len));
+    assert_true(bytes_eq(a->type, a->type_len, b->type, b->type_len));
+    assert_true(bytes_eq(a->payload, a->payload_len, b->payload, b->payload_len));
+    assert_int_equal(a->state, b->state);
+    assert_int_equal(a->priority, b->priority);
+    assert_int_equal(a->attempts, b->attempts);
+    assert_int_equal(a->max_attempts, b->max_attempts);
+    assert_int_equal(a->timeout_ms, b->timeout_ms);
+    assert_int_equal(a->backoff_ms, b->backoff_ms);
+    assert_int_equal(a->created_at, b->created_at);
+    assert_int_equal(a->run_at, b->run_at);
+    assert_int_equal(a->started_at, b->started_at);
+    assert_int_equal(a->finished_at, b->finished_at);
+    assert_int_equal(a->lease_expires_at, b->lease_expires_at);
+    assert_true(bytes_eq(a->result, a->result_len, b->result, b->result_len));
+    assert_true(bytes_eq(a->last_error, a->last_error_len, b->last_error, b->last_error_len));
+    assert_true(bytes_eq(a->worker, a->worker_len, b->worker, b->worker_len));
+    assert_true(bytes_eq(a->idem_key, a->idem_key_len, b->idem_key, b->idem_key_len));
+    assert_int_equal(a->cancel_requested, b->cancel_requested);
+    assert_int_equal(a->lease, b->lease);
+}
+
+/* Copies every job and queue of `from` into a new engine through the restore entry points, as
+ * a journal's replay does. */
+static sp_engine_t *restored_copy_with(sp_engine_t *from, int64_t now, int64_t retention_ms,
+                                       int64_t idem_ttl_ms)
+{
+    sp_engine_opts_t o;
+    sp_engine_opts_default(&o);
+    o.seed = 7;
+    if (retention_ms >= 0) o.retention_ms = retention_ms;
+    if (idem_ttl_ms >= 0) o.idem_ttl_ms = idem_ttl_ms;
+    sp_engine_t *to = sp_engine_new(&o);
+    assert_non_null(to);
+    static sp_ejob_t *page[64];
+    /* Newest first, so that restoring out of id order is exercised too. */
+    for (size_t i = sp_engine_queue_count(from); i-- > 0;) {
+        sp_equeue_t *q = sp_engine_queue_at(from, i);
+        uint64_t after = 0, next;
+        do {
+            size_t n = sp_engine_list(from, q, -1, after, 64, page, &next);
+            for (size_t k = n; k-- > 0;) {
+                sp_jobrec_t r;
+                sp_engine_view_full(from, page[k], &r);
+                assert_int_equal(sp_engine_restore(to, now, &r), 0);
+            }
+            after = next;
+        } while (next);
+        sp_queue_stats_t st;
+        sp_engine_queue_stats(from, q, now, &st);
+        assert_int_equal(sp_engine_queue_restore(to, &st), 0);
+    }
+    sp_engine_set_next_id(to, sp_engine_next_id(from));
+    return to;
+}
+
+static sp_engine_t *restored_copy(sp_engine_t *from, int64_t now)
+{
+    return restored_copy_with(from, now, -1, -1);
+}
+
+static void expect_same_engine(sp_engine_t *a, sp_engine_t *b, int64_t now)
+{
+    assert_int_equal(sp_engine_job_count(a), sp_engine_job_count(b));
+    assert_int_equal(sp_engine_next_id(a), sp_engine_next_id(b));
+    static sp_ejob_t *page[64];
+    for (size_t i = 0; i < sp_engine_queue_count(a); i++) {
+        sp_equeue_t *q = sp_engine_queue_at(a, i);
+        size_t len;
+        const char *name = sp_equeue_name(q, &len);
+        sp_equeue_t *q2 = sp_engine_queue_find(b, name, len);
+        assert_non_null(q2);
+        sp_queue_stats_t sa, sb;
+        sp_engine_queue_stats(a, q, now, &sa);
+        sp_engine_queue_stats(b, q2, now, &sb);
+        assert_int_equal(sa.paused, sb.paused);
+        assert_memory_equal(sa.counts, sb.counts, sizeof sa.counts);
+        assert_int_equal(sa.enqueued, sb.enqueued);
+        assert_int_equal(sa.succeeded, sb.succeeded);
+        assert_int_equal(sa.failed, sb.failed);
+        assert_int_equal(sa.retried, sb.retried);
+        assert_int_equal(sa.leased, sb.leased);
+        assert_int_equal(sa.canceled, sb.canceled);
+        uint64_t after = 0, next;
+        do {
+            size_t n = sp_engine_list(a, q, -1, after, 64, page, &next);
+            for (size_t k = 0; k < n; k++) {
+                sp_jobrec_t ra, rb;
+                sp_engine_view_full(a, page[k], &ra);
+                sp_ejob_t *jb = sp_engine_get(b, ra.id);
+                assert_non_null(jb);
+                sp_engine_view_full(b, jb, &rb);
+                expect_same_rec(&ra, &rb);
+            }
+            after = next;
+        } while (next);
+    }
+    check_recount(b);
+}
+
+static void test_restore_every_state(void **state)
+{
+    (void)state;
+    sp_engine_t *e = engine();
+    int64_t now = T0;
+    sp_job_spec_t s = spec_at(now, "t", 3);
+    set_key(&s, "key-1", 5);
+    submit_spec(e, now, "a", &s); /* queued, keyed */
+    sp_job_spec_t d = spec_at(now, "d", 5);
+    d.run_at = now + 60000;
+    submit_spec(e, now, "a", &d); /* scheduled */
+    uint64_t tok;
+    uint64_t run = submit(e, now, "b", 9);
+    assert_int_equal(lease1(e, now, "b", &tok), run); /* running */
+    uint64_t ok = submit(e, now, "b", 9);
+    uint64_t tok2;
+    assert_int_equal(lease1(e, now, "b", &tok2), ok);
+    assert_int_equal(sp_engine_ack(e, now + 5, ok, tok2, "{\"r\":1}", 7, NULL, NULL), 0);
+    uint64_t bad = submit(e, now, "b", 1);
+    uint64_t tok3;
+    assert_int_equal(lease1(e, now, "b", &tok3), bad);
+    assert_int_equal(sp_engine_fail(e, now + 6, bad, tok3, "boom", 4, true, 0, NULL, NULL), 0);
+    uint64_t can = submit(e, now, "c", 5);
+    assert_int_equal(sp_engine_cancel(e, now + 7, can, NULL, NULL), 0);
+    uint64_t creq = submit(e, now, "c", 5);
+    uint64_t tok4;
+    assert_int_equal(lease1(e, now, "c", &tok4), creq);
+    assert_int_equal(sp_engine_cancel(e, now + 8, creq, NULL, NULL), 0); /* cancel_requested */
+    assert_int_equal(sp_engine_pause(e, "c", 1, NULL), 0);
+
+    sp_engine_t *r = restored_copy(e, now + 10);
+    expect_same_engine(e, r, now + 10);
+
+    /* The restored lease is the same fence: the old token acks, and a finished job remembers
+     * the lease that ended it. */
+    assert_int_equal(sp_engine_ack(r, now + 11, run, tok, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(sp_engine_ack(r, now + 12, ok, tok2, NULL, 0, NULL, NULL), 0);
+    /* The key is live again: a new submission with it finds the job. */
+    sp_ejob_t *j = NULL;
+    bool existed = false;
+    assert_int_equal(sp_engine_submit(r, now + 13, "a", 1, &s, &j, &existed), 0);
+    assert_true(existed);
+    /* New ids continue after the old ones. */
+    uint64_t fresh = submit(r, now + 14, "a", 5);
+    assert_int_equal(fresh, sp_engine_next_id(e));
+    /* The paused queue stays paused; the scheduled job comes due at its time. */
+    assert_int_equal(lease1(r, now + 15, "c", NULL), 0);
+    sp_engine_tick(r, now + 60000);
+    expect_counts(r, "a", 0, 3, 0, 0, 0, 0);
+    sp_engine_free(r);
+    sp_engine_free(e);
+}
+
+static void test_restore_updates_in_place_and_forgets(void **state)
+{
+    (void)state;
+    sp_engine_t *e = engine();
+    int64_t now = T0;
+    uint64_t id = submit(e, now, "q", 5);
+    sp_jobrec_t queued;
+    sp_engine_view_full(e, sp_engine_get(e, id), &queued);
+    sp_engine_t *r = restored_copy(e, now);
+    uint64_t tok;
+    assert_int_equal(lease1(e, now + 1, "q", &tok), id);
+    sp_jobrec_t running;
+    sp_engine_view_full(e, sp_engine_get(e, id), &running);
+    /* The same job again, further along: updated where it is, counts follow. */
+    assert_int_equal(sp_engine_restore(r, now + 1, &running), 0);
+    expect_counts(r, "q", 0, 0, 1, 0, 0, 0);
+    assert_int_equal(sp_engine_job_count(r), 1);
+    sp_queue_stats_t st = stats(e, "q", now);
+    assert_int_equal(sp_engine_queue_restore(r, &st), 0);
+    expect_same_engine(e, r, now + 1);
+    /* An expired lease in a restored job runs out as it would have. */
+    sp_engine_tick(r, running.lease_expires_at + 1);
+    assert_int_equal(state_of(r, id), SP_STATE_QUEUED);
+    /* Forgetting. */
+    assert_int_equal(sp_engine_forget(r, id), 0);
+    assert_null(sp_engine_get(r, id));
+    assert_int_equal(sp_engine_forget(r, id), SP_ENOTFOUND);
+    expect_counts(r, "q", 0, 0, 0, 0, 0, 0);
+    /* Impossible records are refused. */
+    sp_jobrec_t badrec = queued;
+    badrec.state = (sp_state_t)9;
+    assert_int_equal(sp_engine_restore(r, now, &badrec), SP_EINVAL);
+    badrec = queued;
+    badrec.priority = 10;
+    assert_int_equal(sp_engine_restore(r, now, &badrec), SP_EINVAL);
+    badrec = running;
+    badrec.lease_expires_at = -1;
+    assert_int_equal(sp_engine_restore(r, now, &badrec), SP_EINVAL);
+    /* next id never goes back */
+    sp_engine_set_next_id(r, 1);
+    assert_true(sp_engine_next_id(r) > id);
+    sp_engine_free(r);
+    sp_engine_free(e);
+}
+
+static void test_restore_randomized(void **state)
+{
+    (void)state;
+    sp_engine_t *e = engine_with(50000, 40000, 0);
+    uint64_t rng = 12345;
+    int64_t now = T0;
+    uint64_t tokens[4096] = {0};
+    for (int step = 0; step < 3000; step++) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        unsigned r = (unsigned)(rng >> 33);
+        const char *q = (r & 1) ? "x" : "y";
+        now += r % 50;
+        switch (r % 7) {
+        case 0:
+        case 1: {
+            sp_job_spec_t s = spec_at(now, (r & 2) ? "a" : "b", (int)(r % 10));
+            if (r & 4) s.run_at = now + (r % 1000);
+            char key[16];
+            if (r & 8) {
+                snprintf(key, sizeof key, "k%u", r % 200);
+                set_key(&s, key, strlen(key));
+            }
+            sp_ejob_t *j;
+            bool ex;
+            assert_int_equal(sp_engine_submit(e, now, q, 1, &s, &j, &ex), 0);
+            break;
+        }
+        case 2: {
+            sp_ejob_t *j[4];
+            const char *qs[1] = {q};
+            size_t n = lease_from(e, now, qs, 1, 4, j);
+            for (size_t i = 0; i < n; i++) {
+                sp_jobrec_t v;
+                sp_engine_view(e, j[i], &v);
+                if (v.id < 4096) tokens[v.id] = v.lease;
+            }
+            break;
+        }
+        default: {
+            uint64_t id = 1 + r % (sp_engine_next_id(e));
+            if (id >= 4096 || !tokens[id]) break;
+            if (r % 7 == 3)
+                sp_engine_ack(e, now, id, tokens[id], "1", 1, NULL, NULL);
+            else if (r % 7 == 4)
+                sp_engine_fail(e, now, id, tokens[id], "x", 1, true, -1, NULL, NULL);
+            else if (r % 7 == 5)
+                sp_engine_heartbeat(e, now, id, tokens[id], 5000, NULL, NULL);
+            else
+                sp_engine_cancel(e, now, id, NULL, NULL);
+            break;
+        }
+        }
+        if (step % 100 == 0) sp_engine_tick(e, now);
+        if (step == 1500) {
+            uint64_t del;
+            sp_equeue_t *qq = sp_engine_queue_find(e, "x", 1);
+            if (qq) assert_int_equal(sp_engine_purge(e, now, qq, SP_STATE_SUCCEEDED, &del), 0);
+        }
+    }
+    sp_engine_t *r = restored_copy_with(e, now, 50000, 40000);
+    expect_same_engine(e, r, now);
+    /* Both go on the same way in time. */
+    sp_engine_tick(e, now + 100000);
+    sp_engine_tick(r, now + 100000);
+    for (size_t i = 0; i < sp_engine_queue_count(e); i++) {
+        size_t len;
+        const char *name = sp_equeue_name(sp_engine_queue_at(e, i), &len);
+        sp_queue_stats_t sa, sb;
+        sp_engine_queue_stats(e, sp_engine_queue_at(e, i), now, &sa);
+        sp_engine_queue_stats(r, sp_engine_queue_find(r, name, len), now, &sb);
+        assert_memory_equal(sa.counts, sb.counts, sizeof sa.counts);
+    }
+    sp_engine_free(r);
+    sp_engine_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1586,6 +1871,9 @@ int main(void)
         cmocka_unit_test(test_lease_tokens_differ),
         cmocka_unit_test(test_tables_shrink),
         cmocka_unit_test(test_randomized),
+        cmocka_unit_test(test_restore_every_state),
+        cmocka_unit_test(test_restore_updates_in_place_and_forgets),
+        cmocka_unit_test(test_restore_randomized),
         cmocka_unit_test(test_memory_per_job),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
