@@ -934,9 +934,12 @@ static void op_ready(sp_backend_t *b, sp_be_status_cb cb, void *ud)
 {
     mem_backend_t *mb = mb_of(b);
     const char *down;
-    if (mb->closing) cb(ud, SP_EUNAVAIL, "the backend is closing");
-    else if (journal_down(mb, &down)) cb(ud, SP_EUNAVAIL, down);
-    else cb(ud, 0, NULL);
+    if (mb->closing)
+        cb(ud, SP_EUNAVAIL, "the backend is closing");
+    else if (journal_down(mb, &down))
+        cb(ud, SP_EUNAVAIL, down);
+    else
+        cb(ud, 0, NULL);
 }
 
 static void op_cancel_wait(sp_backend_t *b, sp_be_wait_t *w)

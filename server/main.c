@@ -382,8 +382,8 @@ int main(int argc, char **argv)
         sp_info("spool-server %s on %s: backend %s, %lld workers", SP_VERSION, bound, backend,
                 (long long)workers);
     else
-        sp_info("spool-server %s on %s: backend memory (%s%s%s), %lld workers", SP_VERSION,
-                bound, data_dir ? "journal in " : "volatile", data_dir ? data_dir : "",
+        sp_info("spool-server %s on %s: backend memory (%s%s%s), %lld workers", SP_VERSION, bound,
+                data_dir ? "journal in " : "volatile", data_dir ? data_dir : "",
                 data_dir ? (fsync_always ? ", fsync always" : ", fsync every 10 ms") : "",
                 (long long)workers);
 
