@@ -36,7 +36,39 @@ struct sp_metrics {
     size_t nslots, nqueues;
     sp_hist_t http_latency;
     uint64_t http_count[HTTP_METHODS][CODE_MAX - CODE_MIN + 1];
+    const char *backend_name;
+    sp_hist_t backend_calls[SP_BOP_COUNT];
 };
+
+static const char *const backend_op_label[SP_BOP_COUNT] = {
+    "submit", "submit_batch", "get",     "cancel", "retry", "lease", "ack",   "ack_batch",
+    "fail",   "heartbeat",    "release", "queues", "list",  "pause", "purge", "ready",
+};
+
+void sp_metrics_set_backend(sp_metrics_t *m, const char *name)
+{
+    m->backend_name = name;
+}
+
+void sp_metrics_observe_backend(sp_metrics_t *m, sp_backend_op_t op, double seconds)
+{
+    if ((unsigned)op < SP_BOP_COUNT) sp_hist_observe(&m->backend_calls[op], seconds);
+}
+
+/* Only operations that were called, so that an idle server's exposition stays short. */
+static void render_backend(const sp_metrics_t *m, sp_buf_t *b)
+{
+    const char *name = m->backend_name ? m->backend_name : "memory";
+    sp_metrics_write_head(b, "spool_backend_call_seconds", "histogram",
+                          "Time a backend call took to answer (a journal's group commit, a Redis "
+                          "round trip); calls that waited for work are left out.");
+    for (int op = 0; op < SP_BOP_COUNT; op++) {
+        if (!m->backend_calls[op].count) continue;
+        sp_label_t l[2] = {{"backend", name, strlen(name)},
+                           {"op", backend_op_label[op], strlen(backend_op_label[op])}};
+        sp_metrics_write_hist(b, "spool_backend_call_seconds", l, 2, &m->backend_calls[op]);
+    }
+}
 
 /* ---- histograms and writers -------------------------------------------------------------- */
 
@@ -331,4 +363,5 @@ void sp_metrics_render(const sp_metrics_t *m, sp_buf_t *b, const sp_queue_stats_
     sp_metrics_write_u64(b, "spool_build_info", &v, 1, 1);
     render_queues(m, b, qs, n);
     render_http(m, b);
+    render_backend(m, b);
 }

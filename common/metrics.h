@@ -76,6 +76,33 @@ void sp_metrics_observe_job(sp_metrics_t *m, const sp_jobrec_t *job, int from);
  * latency from req->started_ns. */
 void sp_metrics_observe_http(sp_metrics_t *m, const sp_http_req_t *req, int status);
 
+/* Calls on the backend interface, by operation, for spool_backend_call_seconds{backend,op}. */
+typedef enum {
+    SP_BOP_SUBMIT,
+    SP_BOP_BATCH,
+    SP_BOP_GET,
+    SP_BOP_CANCEL,
+    SP_BOP_RETRY,
+    SP_BOP_LEASE,
+    SP_BOP_ACK,
+    SP_BOP_ACK_BATCH,
+    SP_BOP_FAIL,
+    SP_BOP_HEARTBEAT,
+    SP_BOP_RELEASE,
+    SP_BOP_QUEUES,
+    SP_BOP_LIST,
+    SP_BOP_PAUSE,
+    SP_BOP_PURGE,
+    SP_BOP_READY,
+    SP_BOP_COUNT,
+} sp_backend_op_t;
+
+/* Names the backend in the backend call metrics ("memory", "redis"); a static string. */
+void sp_metrics_set_backend(sp_metrics_t *m, const char *name);
+/* A backend call answered after `seconds`: the journal's group commit or a Redis round trip
+ * shows here. Callers leave out calls that waited for work (long polls, get with wait_ms). */
+void sp_metrics_observe_backend(sp_metrics_t *m, sp_backend_op_t op, double seconds);
+
 /* Writes the whole exposition: the queues' depth, totals and latency histograms (qs[0..n), as
  * the backend's queues operation hands them out), HTTP figures, leases held and build info. */
 void sp_metrics_render(const sp_metrics_t *m, sp_buf_t *b, const sp_queue_stats_t *qs, size_t n);

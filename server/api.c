@@ -21,6 +21,7 @@
 #include "job.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 
 #define MAX_WAIT_MS 60000
 #define MAX_BATCH 10000
@@ -343,6 +344,9 @@ typedef struct {
     sp_http_req_t *req;
     sp_be_wait_t *wait; /* set while a waiting call waits */
     bool aborted;
+    bool waited;        /* it waited for work: its time says nothing of the backend */
+    sp_backend_op_t op; /* for the backend call metrics */
+    uint64_t started_ns;
 } call_t;
 
 static void call_abort(void *ud, sp_http_req_t *req)
@@ -358,7 +362,7 @@ static void call_abort(void *ud, sp_http_req_t *req)
 }
 
 /* A call for this request, or NULL after answering 503. */
-static call_t *call_new(ctx_t *c)
+static call_t *call_new(ctx_t *c, sp_backend_op_t op)
 {
     call_t *k = calloc(1, sizeof *k);
     if (!k) {
@@ -367,6 +371,8 @@ static call_t *call_new(ctx_t *c)
     }
     k->api = c->api;
     k->req = c->req;
+    k->op = op;
+    k->started_ns = uv_hrtime();
     sp_http_req_on_abort(c->req, call_abort, k);
     return k;
 }
@@ -379,6 +385,9 @@ static bool call_end(void *ud, sp_api_t **api, sp_http_req_t **req)
     bool live = !k->aborted;
     *api = k->api;
     *req = k->req;
+    if (!k->waited && k->api->metrics)
+        sp_metrics_observe_backend(k->api->metrics, k->op,
+                                   (double)(uv_hrtime() - k->started_ns) / 1e9);
     free(k);
     return live;
 }
@@ -401,7 +410,10 @@ static sp_buf_t *call_answer(void *ud, int status, const char *why, sp_api_t **a
 /* Records the wait handle of a call that did not answer at once. */
 static void call_wait(call_t *k, sp_be_wait_t *handle)
 {
-    if (handle) k->wait = handle;
+    if (handle) {
+        k->wait = handle;
+        k->waited = true;
+    }
 }
 
 /* ---- routes: health --------------------------------------------------------------------- */
@@ -429,7 +441,7 @@ static void route_readyz(ctx_t *c)
         respond_err(c->req, 503, "shutting_down", "the server is shutting down");
         return;
     }
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_READY);
     if (!k) return;
     c->api->backend->ops->ready(c->api->backend, ready_cb, k);
 }
@@ -487,7 +499,7 @@ static void route_submit(ctx_t *c, const seg_t *queue)
         respond_err(c->req, 400, "invalid_request", "%s", err);
         return;
     }
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_SUBMIT);
     if (!k) return;
     c->api->backend->ops->submit(c->api->backend, queue->s, queue->len, &spec, submit_cb, k);
 }
@@ -560,7 +572,7 @@ static void route_batch(ctx_t *c, const seg_t *queue)
             return;
         }
     }
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_BATCH);
     if (k)
         c->api->backend->ops->submit_batch(c->api->backend, queue->s, queue->len, specs, n,
                                            batch_cb, k);
@@ -596,7 +608,7 @@ static void route_job_get(ctx_t *c, const seg_t *sid)
     if (!read_query(c, names, q)) return;
     if (q[0].set && !query_int(c->req, "wait_ms", &q[0], 0, MAX_WAIT_MS, &wait_ms)) return;
     if (!job_id(c, sid, &id)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_GET);
     if (!k) return;
     sp_backend_t *be = c->api->backend;
     call_wait(k, be->ops->get(be, id, wait_ms, job_cb, k));
@@ -608,7 +620,7 @@ static void route_job_cancel(ctx_t *c, const seg_t *sid)
     uint64_t id;
     if (!read_query(c, NULL, NULL) || !read_body(c, true) || !only_fields(c, none)) return;
     if (!job_id(c, sid, &id)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_CANCEL);
     if (!k) return;
     c->api->backend->ops->cancel(c->api->backend, id, job_cb, k);
 }
@@ -619,7 +631,7 @@ static void route_job_retry(ctx_t *c, const seg_t *sid)
     uint64_t id;
     if (!read_query(c, NULL, NULL) || !read_body(c, true) || !only_fields(c, none)) return;
     if (!job_id(c, sid, &id)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_RETRY);
     if (!k) return;
     c->api->backend->ops->retry(c->api->backend, id, job_cb, k);
 }
@@ -711,7 +723,7 @@ static void route_lease(ctx_t *c)
         lr.nqueues = n;
     }
 
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_LEASE);
     if (k) {
         sp_backend_t *be = c->api->backend;
         call_wait(k, be->ops->lease(be, &lr, wait_ms, lease_cb, k));
@@ -735,7 +747,7 @@ static void route_ack(ctx_t *c, const seg_t *sid)
         result = v.start;
         result_len = v.len;
     }
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_ACK);
     if (!k) return;
     c->api->backend->ops->ack(c->api->backend, id, lease, result, result_len, job_cb, k);
 }
@@ -769,7 +781,7 @@ static void route_fail(ctx_t *c, const seg_t *sid)
     }
     int64_t retry_in_ms = -1;
     if (!field_int(c, "retry_in_ms", 0, 86400000, &retry_in_ms)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_FAIL);
     if (!k) return;
     c->api->backend->ops->fail(c->api->backend, id, lease, errp, error_len, retry, retry_in_ms,
                                job_cb, k);
@@ -797,7 +809,7 @@ static void route_heartbeat(ctx_t *c, const seg_t *sid)
     int64_t extend_ms = -1;
     if (!field_int(c, "extend_ms", SP_TIMEOUT_MS_MIN, SP_TIMEOUT_MS_MAX, &extend_ms)) return;
     if (!job_id(c, sid, &id)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_HEARTBEAT);
     if (!k) return;
     c->api->backend->ops->heartbeat(c->api->backend, id, lease, extend_ms, heartbeat_cb, k);
 }
@@ -808,7 +820,7 @@ static void route_release(ctx_t *c, const seg_t *sid)
     uint64_t id, lease;
     if (!read_query(c, NULL, NULL) || !read_body(c, false) || !only_fields(c, fields)) return;
     if (!field_lease(c, &lease) || !job_id(c, sid, &id)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_RELEASE);
     if (!k) return;
     c->api->backend->ops->release(c->api->backend, id, lease, job_cb, k);
 }
@@ -949,7 +961,7 @@ static void route_ack_batch(ctx_t *c)
     }
     ackbatch_t *ab = calloc(1, sizeof *ab);
     ackslot_t *slots = calloc(n, sizeof *slots);
-    call_t *k = ab && slots ? call_new(c) : NULL;
+    call_t *k = ab && slots ? call_new(c, SP_BOP_ACK_BATCH) : NULL;
     if (!k) {
         free(ab);
         free(slots);
@@ -1008,7 +1020,7 @@ static void queue_cb(void *ud, int status, const char *why, const sp_queue_stats
 static void route_queues(ctx_t *c)
 {
     if (!read_query(c, NULL, NULL)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_QUEUES);
     if (!k) return;
     c->api->backend->ops->queues(c->api->backend, NULL, 0, queues_cb, k);
 }
@@ -1016,7 +1028,7 @@ static void route_queues(ctx_t *c)
 static void route_queue_get(ctx_t *c, const seg_t *q)
 {
     if (!read_query(c, NULL, NULL)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_QUEUES);
     if (!k) return;
     c->api->backend->ops->queues(c->api->backend, q->s, q->len, queue_cb, k);
 }
@@ -1025,7 +1037,7 @@ static void route_pause(ctx_t *c, const seg_t *q, bool pause)
 {
     static const char *const none[] = {NULL};
     if (!read_query(c, NULL, NULL) || !read_body(c, true) || !only_fields(c, none)) return;
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_PAUSE);
     if (!k) return;
     c->api->backend->ops->pause(c->api->backend, q->s, q->len, pause, queue_cb, k);
 }
@@ -1080,7 +1092,7 @@ static void route_list(ctx_t *c, const seg_t *queue)
         respond_err(c->req, 400, "invalid_query", "after: must be a job id (the `next` value)");
         return;
     }
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_LIST);
     if (!k) return;
     c->api->backend->ops->list(c->api->backend, queue->s, queue->len, state, after, (size_t)limit,
                                list_cb, k);
@@ -1115,7 +1127,7 @@ static void route_purge(ctx_t *c, const seg_t *queue)
                     "state: running jobs cannot be purged; cancel them instead");
         return;
     }
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_PURGE);
     if (!k) return;
     c->api->backend->ops->purge(c->api->backend, queue->s, queue->len, s, purge_cb, k);
 }
@@ -1143,7 +1155,7 @@ static void route_metrics(ctx_t *c)
         respond_err(c->req, 503, "unavailable", "metrics are not enabled in this process");
         return;
     }
-    call_t *k = call_new(c);
+    call_t *k = call_new(c, SP_BOP_QUEUES);
     if (!k) return;
     c->api->backend->ops->queues(c->api->backend, NULL, 0, metrics_cb, k);
 }

@@ -328,6 +328,7 @@ int main(int argc, char **argv)
         else
             sp_backend_memory_observe(s.backend, on_job_change, &s);
         sp_api_set_monitor(s.api, s.events, s.metrics);
+        sp_metrics_set_backend(s.metrics, s.backend->ops->name);
     }
     if (!s.api || !s.metrics || !s.events) {
         fprintf(stderr, "spool-server: out of memory\n");

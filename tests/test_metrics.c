@@ -348,6 +348,35 @@ static void test_http_counters_grow(void **state)
     SPT_STOP(s);
 }
 
+/* Every backend call is timed by operation, except calls that waited for work. */
+static void test_backend_calls(void **state)
+{
+    (void)state;
+    spt_proc_t s;
+    SPT_START(s, NULL);
+    int port = s.port;
+    for (int i = 0; i < 3; i++)
+        SPT_EXPECT(port, "POST", "/v1/queues/bc/jobs", "{\"type\":\"noop\"}", NULL, 201, NULL);
+    /* A job is ready: answered at once, so timed. */
+    SPT_EXPECT(port, "POST", "/v1/lease", "{\"queues\":[\"bc\"],\"wait_ms\":1000}", NULL, 200,
+               NULL);
+    /* Nothing ready in this queue: a long poll, not timed. */
+    SPT_EXPECT(port, "POST", "/v1/lease", "{\"queues\":[\"empty\"],\"wait_ms\":200}", NULL, 200,
+               NULL);
+    expo_t e;
+    fetch_metrics(port, &e);
+    double submits =
+        get(&e, "spool_backend_call_seconds_count", "backend", "memory", "op", "submit", NULL);
+    double leases =
+        get(&e, "spool_backend_call_seconds_count", "backend", "memory", "op", "lease", NULL);
+    if (submits != 3 || leases != 1)
+        fail_msg("backend calls: %g submits (want 3), %g leases (want 1)", submits, leases);
+    assert_true(isnan(
+        get(&e, "spool_backend_call_seconds_count", "backend", "memory", "op", "purge", NULL)));
+    expo_free(&e);
+    SPT_STOP(s);
+}
+
 static void test_auth(void **state)
 {
     (void)state;
@@ -464,6 +493,7 @@ int main(void)
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_matches_queues),
         cmocka_unit_test(test_http_counters_grow),
+        cmocka_unit_test(test_backend_calls),
         cmocka_unit_test(test_auth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
