@@ -29,6 +29,12 @@ struct sp_be_wait {
     uv_timer_t timer;
     bool done;     /* answered or canceled; only the timer's close is pending */
     bool finished; /* WAIT_GET: the job finished (or went away) */
+    /* A lease answered with jobs whose answer waits for the journal: the wait stays alive (and
+     * cancelable) until that answer is delivered, so a client that leaves meanwhile still takes
+     * no job. */
+    struct answer *held;
+    bool canceled;     /* canceled while held: the jobs go back to their queue */
+    bool timer_closed; /* the timer's close has run; freed when the answer is done too */
     void *ud;
     union {
         sp_be_jobs_cb lease;
@@ -103,8 +109,9 @@ static mem_backend_t *mb_of(sp_backend_t *b)
  * strings. */
 typedef enum { ANS_JOB, ANS_SUBMIT, ANS_BATCH, ANS_JOBS, ANS_QUEUES, ANS_COUNT } ans_kind_t;
 
-typedef struct {
+typedef struct answer {
     ans_kind_t kind;
+    struct sp_be_wait *wait; /* ANS_JOBS of a long poll: the wait it answers */
     union {
         sp_be_job_cb job;
         sp_be_submit_cb submit;
@@ -170,10 +177,40 @@ static answer_t *ans_new(ans_kind_t kind, size_t n, const sp_jobrec_t *recs, con
     return a;
 }
 
+static void wait_free(sp_be_wait_t *w);
+static void release_handle(struct mem_backend *mb);
+
+/* The held answer of a long poll is done: hands its jobs back when the client left meanwhile
+ * (the lease was never seen, so the attempt does not count), and frees the wait if its timer
+ * has closed. Returns whether the answer is still wanted. */
+static bool held_wait_done(answer_t *a)
+{
+    sp_be_wait_t *w = a->wait;
+    bool wanted = !w->canceled;
+    if (!wanted) {
+        for (size_t i = 0; i < a->n; i++) {
+            sp_ejob_t *job;
+            sp_engine_release(w->mb->engine, sp_now_ms(), a->recs[i].id, a->recs[i].lease, &job,
+                              NULL);
+        }
+    }
+    w->held = NULL;
+    if (w->timer_closed) {
+        struct mem_backend *mb = w->mb;
+        wait_free(w);
+        release_handle(mb);
+    }
+    return wanted;
+}
+
 /* Delivers a held answer: what it reports once the journal has it, or the journal's error. */
 static void ans_run(void *arg, int status, const char *why)
 {
     answer_t *a = arg;
+    if (a->wait && !held_wait_done(a)) {
+        free(a);
+        return;
+    }
     switch (a->kind) {
     case ANS_JOB:
         if (status)
@@ -280,11 +317,13 @@ static void wait_free(sp_be_wait_t *w)
     free(w);
 }
 
-static void release_handle(mem_backend_t *mb);
-
 static void wait_closed(uv_handle_t *h)
 {
     sp_be_wait_t *w = h->data;
+    if (w->held) { /* the held answer frees it */
+        w->timer_closed = true;
+        return;
+    }
     mem_backend_t *mb = w->mb;
     wait_free(w);
     release_handle(mb);
@@ -301,7 +340,10 @@ static void wait_end(sp_be_wait_t *w)
     uv_close((uv_handle_t *)&w->timer, wait_closed);
 }
 
-static void answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_t **jobs, size_t n)
+/* Answers a lease with its jobs, now or (journal) once they are on disk; a long poll's wait `w`
+ * (or NULL) is tied to a held answer so that it can still be canceled. */
+static void answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_t **jobs, size_t n,
+                         sp_be_wait_t *w)
 {
     if (n == 0) {
         cb(ud, 0, NULL, NULL, 0, 0);
@@ -321,6 +363,10 @@ static void answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_
         }
         a->cb.jobs = cb;
         a->ud = ud;
+        if (w) {
+            a->wait = w;
+            w->held = a;
+        }
         ans_hold(mb, a);
         return;
     }
@@ -427,7 +473,7 @@ static void wake_cb(uv_idle_t *h)
         if (err)
             cb(ud, err, "out of memory", NULL, 0, 0);
         else
-            answer_lease(mb, cb, ud, jobs, n);
+            answer_lease(mb, cb, ud, jobs, n, w);
     }
     arm(mb);
 }
@@ -719,7 +765,7 @@ static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_
         if (err)
             cb(ud, err, "out of memory", NULL, 0, 0);
         else
-            answer_lease(mb, cb, ud, jobs, n);
+            answer_lease(mb, cb, ud, jobs, n, NULL);
         if (jobs != stack) free(jobs);
         arm(mb);
         return NULL;
@@ -945,7 +991,10 @@ static void op_ready(sp_backend_t *b, sp_be_status_cb cb, void *ud)
 static void op_cancel_wait(sp_backend_t *b, sp_be_wait_t *w)
 {
     (void)b;
-    if (w) wait_end(w);
+    if (w && w->held)
+        w->canceled = true;
+    else if (w)
+        wait_end(w);
 }
 
 /* The backend's own two handles count until close, so the count reaches zero only after

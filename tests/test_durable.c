@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -265,6 +266,54 @@ static void test_lock(void **state)
     rm_dir(dir);
 }
 
+/* A long poll whose client leaves while its lease answer waits for the disk: the server must
+ * neither touch the gone request nor give the job away. Repeated, since the window is the
+ * length of one fsync; each round closes the poll at a slightly different moment. */
+static void test_long_poll_gone_during_fsync(void **state)
+{
+    (void)state;
+    char dir[64];
+    make_dir(dir, sizeof dir);
+    spt_proc_t p;
+    SPT_START(p, "--data-dir", dir);
+    const char *lease = "{\"queues\":[\"gone\"],\"wait_ms\":10000}";
+    const char *submit = "{\"type\":\"noop\"}";
+    char req[512], sub[512];
+    snprintf(req, sizeof req,
+             "POST /v1/lease HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(lease), lease);
+    snprintf(sub, sizeof sub,
+             "POST /v1/queues/gone/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(submit), submit);
+    int rounds = 80;
+    for (int i = 0; i < rounds; i++) {
+        int a = spt_connect(p.port), b = spt_connect(p.port);
+        assert_true(a >= 0 && b >= 0);
+        assert_int_equal(spt_send(a, req, strlen(req)), 0);
+        spt_sleep_ms(50); /* the lease is waiting */
+        assert_int_equal(spt_send(b, sub, strlen(sub)), 0);
+        struct timespec ts = {0, (long)(i % 20) * 200000L}; /* 0 to 4 ms */
+        nanosleep(&ts, NULL);
+        spt_close(a);
+        spt_resp_t r;
+        assert_int_equal(spt_read_response(b, &r, false), 0);
+        assert_int_equal(r.status, 201);
+        spt_resp_free(&r);
+        spt_close(b);
+    }
+    /* Every job is either back in the queue or was handed out before the client left; none may
+     * be lost, and the server must still answer. */
+    long long queued = spt_queue_num(p.port, "gone", "counts", "queued");
+    long long running = spt_queue_num(p.port, "gone", "counts", "running");
+    print_message("%d rounds: %lld jobs back in the queue, %lld leased before the client left\n",
+                  rounds, queued, running);
+    assert_int_equal(queued + running, rounds);
+    SPT_STOP(p);
+    rm_dir(dir);
+}
+
 static void test_disk_full(void **state)
 {
     (void)state;
@@ -335,6 +384,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lock),
+        cmocka_unit_test(test_long_poll_gone_during_fsync),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_kill9_rounds),
     };
