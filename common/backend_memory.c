@@ -444,7 +444,8 @@ static void wake_cb(uv_idle_t *h)
         }
     }
 
-    if (list_empty(&mb->lease_waits)) {
+    const char *down;
+    if (list_empty(&mb->lease_waits) || journal_down(mb, &down)) {
         arm(mb);
         return;
     }
@@ -1079,6 +1080,14 @@ sp_backend_t *sp_backend_memory_new(uv_loop_t *loop, const sp_engine_opts_t *opt
     return sp_backend_memory_open(loop, opts, NULL, NULL, 0);
 }
 
+/* Lease waits are left waiting while the journal cannot be written (a lease then could not be
+ * kept); once it can, they are served. */
+static void journal_writable(void *ud)
+{
+    mem_backend_t *mb = ud;
+    if (!list_empty(&mb->lease_waits)) schedule_wake(mb);
+}
+
 sp_backend_t *sp_backend_memory_open(uv_loop_t *loop, const sp_engine_opts_t *opts,
                                      const sp_journal_opts_t *jo, char *err, size_t errlen)
 {
@@ -1097,7 +1106,13 @@ sp_backend_t *sp_backend_memory_open(uv_loop_t *loop, const sp_engine_opts_t *op
         if (err) snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (jo && sp_journal_open(loop, jo, mb->engine, &mb->journal, err, errlen) != 0) {
+    sp_journal_opts_t jopts;
+    if (jo) {
+        jopts = *jo;
+        jopts.on_writable = journal_writable;
+        jopts.ud = mb;
+    }
+    if (jo && sp_journal_open(loop, &jopts, mb->engine, &mb->journal, err, errlen) != 0) {
         sp_engine_free(mb->engine);
         free(mb);
         return NULL;

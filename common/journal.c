@@ -781,11 +781,13 @@ static void after_write(uv_work_t *req, int status)
         if (g->w.err == 0 && !j->broken) {
             j->seg_off += (int64_t)g->w.len;
             j->seg_new = false;
-            if (j->failing)
+            bool recovered = j->failing != 0;
+            if (recovered)
                 sp_info("journal: writing again after %" PRIu64 " failed attempts",
                         j->failed_writes);
             j->failing = 0;
             j->failed_writes = 0;
+            if (recovered && j->o.on_writable) j->o.on_writable(j->o.ud);
             /* A huge batch's buffer is not kept for the small groups that follow. */
             if (g->buf.cap > (8u << 20))
                 sp_buf_free(&g->buf);

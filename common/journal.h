@@ -34,6 +34,9 @@ typedef struct {
     int64_t interval_ms;     /* default 10 */
     uint64_t compact_min;    /* a segment past max(this, the last snapshot) is compacted; 64 MiB */
     const char *truncate_at; /* "journal-N.log:OFFSET": the way out of a corrupt record */
+    /* Called when writes succeed again after failing (the disk has room again); may be NULL. */
+    void (*on_writable)(void *ud);
+    void *ud;
 } sp_journal_opts_t;
 
 void sp_journal_opts_default(sp_journal_opts_t *o);
