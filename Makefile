@@ -9,7 +9,8 @@ LLHTTP_SRC_DIR ?= /usr/share/llhttp
 LLHTTP_INC_DIR ?= /usr/share/include/llhttp
 
 DEBIAN_DEPS = build-essential pkg-config libuv1-dev libcjson-dev libhiredis-dev libcmocka-dev \
-              node-llhttp redis-server wrk clang libclang-rt-14-dev python3 tmux chromium shellcheck python3-yaml systemd
+              node-llhttp redis-server wrk clang libclang-rt-14-dev python3 tmux chromium shellcheck python3-yaml systemd \
+              clang-format
 
 WARN     = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 INCLUDES = -Icommon -Iworker -Iserver -I$(LLHTTP_INC_DIR)
@@ -138,6 +139,7 @@ test-bin: $(addprefix build/asan/bin/,$(BINS)) $(TEST_BINS) fuzz-bin all
 
 # Unit tests first (fast), then the integration tests that start real processes.
 test: deps
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory test-bin
 	@export SPOOL_BIN_DIR=$(CURDIR)/build/asan/bin SPOOL_SOURCE_DIR=$(CURDIR) \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1 \
@@ -185,7 +187,8 @@ format:
 	clang-format -i $(FORMAT_SRC)
 
 lint:
-	clang-format --dry-run --Werror $(FORMAT_SRC)
+	@echo "clang-format: checking $(words $(FORMAT_SRC)) files"
+	@clang-format --dry-run --Werror $(FORMAT_SRC)
 
 # Binaries, systemd units (their ExecStart pointed at $(PREFIX)/bin) and each binary's --help as
 # a man-style text page. DESTDIR stages the tree for a package.
