@@ -13,17 +13,13 @@
 #include <string.h>
 
 #include "journal.h"
+#include "list.h"
 #include "log.h"
 
 typedef enum { WAIT_LEASE, WAIT_GET } wait_kind_t;
 
-/* A node in an intrusive circular list with a sentinel; unlinking needs no list head. */
-typedef struct link {
-    struct link *prev, *next;
-} link_t;
-
 struct sp_be_wait {
-    link_t link;
+    sp_list_t link;
     wait_kind_t kind;
     struct mem_backend *mb;
     uv_timer_t timer;
@@ -59,8 +55,8 @@ typedef struct mem_backend {
     int64_t tick_due; /* wall-clock ms the tick timer is set for, INT64_MAX when stopped */
     uv_idle_t wake;
     bool wake_active;
-    link_t lease_waits;
-    link_t get_waits;
+    sp_list_t lease_waits;
+    sp_list_t get_waits;
     size_t nget_waits;
     int open_handles;
     bool closing;
@@ -70,31 +66,6 @@ typedef struct mem_backend {
     void *observe_ud;
     sp_journal_t *journal; /* NULL without --data-dir */
 } mem_backend_t;
-
-static void list_init(link_t *l)
-{
-    l->prev = l->next = l;
-}
-
-static bool list_empty(const link_t *l)
-{
-    return l->next == l;
-}
-
-static void list_push(link_t *l, link_t *n)
-{
-    n->prev = l->prev;
-    n->next = l;
-    l->prev->next = n;
-    l->prev = n;
-}
-
-static void list_unlink(link_t *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->prev = n->next = n;
-}
 
 static mem_backend_t *mb_of(sp_backend_t *b)
 {
@@ -334,7 +305,7 @@ static void wait_end(sp_be_wait_t *w)
 {
     if (w->done) return;
     w->done = true;
-    list_unlink(&w->link);
+    sp_list_unlink(&w->link);
     if (w->kind == WAIT_GET) w->mb->nget_waits--;
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, wait_closed);
@@ -421,20 +392,20 @@ static void wake_cb(uv_idle_t *h)
     uv_idle_stop(h);
     mb->wake_active = false;
 
-    if (!list_empty(&mb->get_waits)) {
-        link_t pending;
-        list_init(&pending);
-        link_t *l = mb->get_waits.next;
+    if (!sp_list_empty(&mb->get_waits)) {
+        sp_list_t pending;
+        sp_list_init(&pending);
+        sp_list_t *l = mb->get_waits.next;
         while (l != &mb->get_waits) {
-            link_t *next = l->next;
+            sp_list_t *next = l->next;
             sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
             if (w->finished) {
-                list_unlink(l);
-                list_push(&pending, l);
+                sp_list_unlink(l);
+                sp_list_push(&pending, l);
             }
             l = next;
         }
-        while (!list_empty(&pending)) {
+        while (!sp_list_empty(&pending)) {
             sp_be_wait_t *w = sp_container_of(pending.next, sp_be_wait_t, link);
             sp_be_job_cb cb = w->cb.get;
             void *ud = w->ud;
@@ -445,27 +416,27 @@ static void wake_cb(uv_idle_t *h)
     }
 
     const char *down;
-    if (list_empty(&mb->lease_waits) || journal_down(mb, &down)) {
+    if (sp_list_empty(&mb->lease_waits) || journal_down(mb, &down)) {
         arm(mb);
         return;
     }
-    link_t pending;
-    list_init(&pending);
-    while (!list_empty(&mb->lease_waits)) {
-        link_t *l = mb->lease_waits.next;
-        list_unlink(l);
-        list_push(&pending, l);
+    sp_list_t pending;
+    sp_list_init(&pending);
+    while (!sp_list_empty(&mb->lease_waits)) {
+        sp_list_t *l = mb->lease_waits.next;
+        sp_list_unlink(l);
+        sp_list_push(&pending, l);
     }
     sp_ejob_t *jobs[1000];
-    while (!list_empty(&pending)) {
+    while (!sp_list_empty(&pending)) {
         sp_be_wait_t *w = sp_container_of(pending.next, sp_be_wait_t, link);
         sp_lease_req_t req;
         wait_req(w, &req);
         int err;
         size_t n = try_lease(mb, &req, jobs, &err);
         if (n == 0 && !err) {
-            list_unlink(&w->link);
-            list_push(&mb->lease_waits, &w->link);
+            sp_list_unlink(&w->link);
+            sp_list_push(&mb->lease_waits, &w->link);
             continue;
         }
         sp_be_jobs_cb cb = w->cb.lease;
@@ -509,9 +480,9 @@ static sp_be_wait_t *wait_new(mem_backend_t *mb, wait_kind_t kind, int64_t wait_
     mb->open_handles++;
     uv_timer_start(&w->timer, wait_timeout, (uint64_t)wait_ms, 0);
     if (kind == WAIT_LEASE) {
-        list_push(&mb->lease_waits, &w->link);
+        sp_list_push(&mb->lease_waits, &w->link);
     } else {
-        list_push(&mb->get_waits, &w->link);
+        sp_list_push(&mb->get_waits, &w->link);
         mb->nget_waits++;
     }
     return w;
@@ -549,7 +520,7 @@ static void on_ready(void *ud, sp_equeue_t *q)
 {
     (void)q;
     mem_backend_t *mb = ud;
-    if (!list_empty(&mb->lease_waits)) schedule_wake(mb);
+    if (!sp_list_empty(&mb->lease_waits)) schedule_wake(mb);
 }
 
 static void on_change(void *ud, const sp_ejob_t *job, int from, sp_state_t to)
@@ -566,7 +537,7 @@ static void on_change(void *ud, const sp_ejob_t *job, int from, sp_state_t to)
     }
     if (mb->nget_waits && sp_state_finished(to)) {
         uint64_t id = sp_ejob_id(job);
-        for (link_t *l = mb->get_waits.next; l != &mb->get_waits; l = l->next) {
+        for (sp_list_t *l = mb->get_waits.next; l != &mb->get_waits; l = l->next) {
             sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
             if (w->job_id == id) {
                 w->finished = true;
@@ -1030,14 +1001,14 @@ static void op_close(sp_backend_t *b, void (*done)(void *ud), void *ud)
     mb->closing = true;
     mb->closed = done;
     mb->closed_ud = ud;
-    while (!list_empty(&mb->lease_waits)) {
+    while (!sp_list_empty(&mb->lease_waits)) {
         sp_be_wait_t *w = sp_container_of(mb->lease_waits.next, sp_be_wait_t, link);
         sp_be_jobs_cb cb = w->cb.lease;
         void *wud = w->ud;
         wait_end(w);
         cb(wud, 0, NULL, NULL, 0, 0);
     }
-    while (!list_empty(&mb->get_waits)) {
+    while (!sp_list_empty(&mb->get_waits)) {
         sp_be_wait_t *w = sp_container_of(mb->get_waits.next, sp_be_wait_t, link);
         sp_be_job_cb cb = w->cb.get;
         void *wud = w->ud;
@@ -1085,7 +1056,7 @@ sp_backend_t *sp_backend_memory_new(uv_loop_t *loop, const sp_engine_opts_t *opt
 static void journal_writable(void *ud)
 {
     mem_backend_t *mb = ud;
-    if (!list_empty(&mb->lease_waits)) schedule_wake(mb);
+    if (!sp_list_empty(&mb->lease_waits)) schedule_wake(mb);
 }
 
 sp_backend_t *sp_backend_memory_open(uv_loop_t *loop, const sp_engine_opts_t *opts,
@@ -1120,8 +1091,8 @@ sp_backend_t *sp_backend_memory_open(uv_loop_t *loop, const sp_engine_opts_t *op
     mb->base.ops = &memory_ops;
     mb->loop = loop;
     mb->tick_due = INT64_MAX;
-    list_init(&mb->lease_waits);
-    list_init(&mb->get_waits);
+    sp_list_init(&mb->lease_waits);
+    sp_list_init(&mb->get_waits);
     uv_timer_init(loop, &mb->tick);
     uv_idle_init(loop, &mb->wake);
     mb->tick.data = mb;

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "list.h"
 #include "log.h"
 
 #define TICK_MS 50
@@ -557,15 +558,10 @@ typedef enum {
 
 typedef struct redis_backend redis_backend_t;
 
-/* A node in an intrusive circular list with a sentinel. */
-typedef struct link {
-    struct link *prev, *next;
-} link_t;
-
 typedef enum { WAIT_LEASE, WAIT_GET } wait_kind_t;
 
 struct sp_be_wait {
-    link_t link;
+    sp_list_t link;
     wait_kind_t kind;
     redis_backend_t *rb;
     uv_timer_t timer;
@@ -591,7 +587,7 @@ struct sp_be_wait {
 
 /* One command sent on the command connection. */
 typedef struct cmd {
-    link_t link; /* on the outstanding list, oldest first */
+    sp_list_t link; /* on the outstanding list, oldest first */
     redis_backend_t *rb;
     op_t op;
     void *cb;
@@ -656,9 +652,9 @@ struct redis_backend {
     conn_t cmd, ev;
     char sha[41];
     char channel[32]; /* the events channel: one per database, as channels span databases */
-    link_t outstanding;
-    link_t lease_waits;
-    link_t get_waits;
+    sp_list_t outstanding;
+    sp_list_t lease_waits;
+    sp_list_t get_waits;
     uv_timer_t tick;
     uv_idle_t wake;
     bool wake_active;
@@ -675,31 +671,6 @@ struct redis_backend {
     void (*observe)(void *ud, const sp_jobrec_t *job, int from);
     void *observe_ud;
 };
-
-static void list_init(link_t *l)
-{
-    l->prev = l->next = l;
-}
-
-static bool list_empty(const link_t *l)
-{
-    return l->next == l;
-}
-
-static void list_push(link_t *l, link_t *n)
-{
-    n->prev = l->prev;
-    n->next = l;
-    l->prev->next = n;
-    l->prev = n;
-}
-
-static void list_unlink(link_t *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->prev = n->next = n;
-}
 
 static redis_backend_t *rb_of(sp_backend_t *b)
 {
@@ -1174,7 +1145,7 @@ static bool cmd_send(redis_backend_t *rb, cmd_t *k, int argc, const char **argv,
     k->sent_at = sp_now_ms();
     if (redisAsyncFormattedCommand(rb->cmd.ac, cmd_reply, k, fmt, (size_t)len) != REDIS_OK)
         return false;
-    list_push(&rb->outstanding, &k->link);
+    sp_list_push(&rb->outstanding, &k->link);
     return true;
 }
 
@@ -1254,7 +1225,7 @@ static cmd_t *cmd_new(op_t op, void *cb, void *ud)
 {
     cmd_t *k = calloc(1, sizeof *k);
     if (!k) return NULL;
-    list_init(&k->link);
+    sp_list_init(&k->link);
     k->op = op;
     k->cb = cb;
     k->ud = ud;
@@ -1332,7 +1303,7 @@ static void wait_end(sp_be_wait_t *w)
 {
     if (w->done) return;
     w->done = true;
-    list_unlink(&w->link);
+    sp_list_unlink(&w->link);
     uv_timer_stop(&w->timer);
     uv_close((uv_handle_t *)&w->timer, wait_closed);
 }
@@ -1351,7 +1322,7 @@ static sp_be_wait_t *wait_new(redis_backend_t *rb, wait_kind_t kind, int64_t wai
     w->timer.data = w;
     rb->open_handles++;
     uv_timer_start(&w->timer, wait_timeout, (uint64_t)wait_ms, 0);
-    list_push(kind == WAIT_LEASE ? &rb->lease_waits : &rb->get_waits, &w->link);
+    sp_list_push(kind == WAIT_LEASE ? &rb->lease_waits : &rb->get_waits, &w->link);
     return w;
 }
 
@@ -1430,9 +1401,9 @@ static void wait_timeout(uv_timer_t *t)
 /* Tries every wait again: after a reconnect, messages may have been missed. */
 static void wake_all(redis_backend_t *rb)
 {
-    for (link_t *l = rb->lease_waits.next; l != &rb->lease_waits; l = l->next)
+    for (sp_list_t *l = rb->lease_waits.next; l != &rb->lease_waits; l = l->next)
         sp_container_of(l, sp_be_wait_t, link)->wake = true;
-    for (link_t *l = rb->get_waits.next; l != &rb->get_waits; l = l->next)
+    for (sp_list_t *l = rb->get_waits.next; l != &rb->get_waits; l = l->next)
         sp_container_of(l, sp_be_wait_t, link)->wake = true;
     schedule_wake(rb);
 }
@@ -1445,24 +1416,24 @@ static void wake_cb(uv_idle_t *h)
     if (!is_ready(rb)) return;
     /* The waits to try move to a local list first: trying one may answer (and end) it, and
      * its callback may add or cancel waits. */
-    link_t *lists[2] = {&rb->lease_waits, &rb->get_waits};
+    sp_list_t *lists[2] = {&rb->lease_waits, &rb->get_waits};
     for (int i = 0; i < 2; i++) {
-        link_t pending;
-        list_init(&pending);
-        link_t *l = lists[i]->next;
+        sp_list_t pending;
+        sp_list_init(&pending);
+        sp_list_t *l = lists[i]->next;
         while (l != lists[i]) {
-            link_t *next = l->next;
+            sp_list_t *next = l->next;
             sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
             if (w->wake && !w->inflight) {
-                list_unlink(l);
-                list_push(&pending, l);
+                sp_list_unlink(l);
+                sp_list_push(&pending, l);
             }
             l = next;
         }
-        while (!list_empty(&pending)) {
+        while (!sp_list_empty(&pending)) {
             sp_be_wait_t *w = sp_container_of(pending.next, sp_be_wait_t, link);
-            list_unlink(&w->link);
-            list_push(lists[i], &w->link);
+            sp_list_unlink(&w->link);
+            sp_list_push(lists[i], &w->link);
             wait_try(w);
         }
     }
@@ -1504,7 +1475,7 @@ static void event_line(redis_backend_t *rb, const char *m, size_t len)
     int to = (int)f[2];
     if (to == SP_STATE_QUEUED) {
         bool any = false;
-        for (link_t *l = rb->lease_waits.next; l != &rb->lease_waits; l = l->next) {
+        for (sp_list_t *l = rb->lease_waits.next; l != &rb->lease_waits; l = l->next) {
             sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
             if (wait_wants_queue(w, q, ql)) {
                 w->wake = true;
@@ -1513,7 +1484,7 @@ static void event_line(redis_backend_t *rb, const char *m, size_t len)
         }
         if (any) schedule_wake(rb);
     } else if (to >= SP_STATE_SUCCEEDED && to < SP_STATE_COUNT) {
-        for (link_t *l = rb->get_waits.next; l != &rb->get_waits; l = l->next) {
+        for (sp_list_t *l = rb->get_waits.next; l != &rb->get_waits; l = l->next) {
             sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
             if (w->job_id == (uint64_t)f[0]) {
                 w->wake = true;
@@ -1886,7 +1857,7 @@ static void cmd_reply(redisAsyncContext *ac, void *reply, void *priv)
     cmd_t *k = priv;
     redis_backend_t *rb = k->rb;
     redisReply *r = reply;
-    list_unlink(&k->link);
+    sp_list_unlink(&k->link);
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && !k->resent &&
         ac == rb->cmd.ac) {
         /* Redis lost its script cache (SCRIPT FLUSH, a restart): load it and send again. Both
@@ -1895,7 +1866,7 @@ static void cmd_reply(redisAsyncContext *ac, void *reply, void *priv)
         redisAsyncCommand(ac, ignore_reply, NULL, "SCRIPT LOAD %b", lua_src, sizeof lua_src - 1);
         if (redisAsyncFormattedCommand(ac, cmd_reply, k, k->fmt, (size_t)k->fmt_len) == REDIS_OK) {
             k->sent_at = sp_now_ms();
-            list_push(&rb->outstanding, &k->link);
+            sp_list_push(&rb->outstanding, &k->link);
             return;
         }
     }
@@ -1923,7 +1894,7 @@ static void tick_cb(uv_timer_t *t)
 {
     redis_backend_t *rb = t->data;
     int64_t now = sp_now_ms();
-    if (!list_empty(&rb->outstanding) && rb->cmd.state == CONN_UP) {
+    if (!sp_list_empty(&rb->outstanding) && rb->cmd.state == CONN_UP) {
         cmd_t *oldest = sp_container_of(rb->outstanding.next, cmd_t, link);
         if (now - oldest->sent_at > rb->command_timeout_ms)
             conn_drop(rb, &rb->cmd, "a command timed out");
@@ -2430,7 +2401,7 @@ static void op_ready(sp_backend_t *b, sp_be_status_cb cb, void *ud)
         cb(ud, SP_EUNAVAIL, "Redis is unreachable");
         return;
     }
-    list_push(&rb->outstanding, &k->link);
+    sp_list_push(&rb->outstanding, &k->link);
 }
 
 static void op_cancel_wait(sp_backend_t *b, sp_be_wait_t *w)
@@ -2461,14 +2432,14 @@ static void op_close(sp_backend_t *b, void (*done)(void *ud), void *ud)
     rb->closing = true;
     rb->closed = done;
     rb->closed_ud = ud;
-    while (!list_empty(&rb->lease_waits)) {
+    while (!sp_list_empty(&rb->lease_waits)) {
         sp_be_wait_t *w = sp_container_of(rb->lease_waits.next, sp_be_wait_t, link);
         sp_be_jobs_cb cb = w->cb.lease;
         void *wud = w->ud;
         wait_end(w);
         cb(wud, 0, NULL, NULL, 0, 0);
     }
-    while (!list_empty(&rb->get_waits)) {
+    while (!sp_list_empty(&rb->get_waits)) {
         sp_be_wait_t *w = sp_container_of(rb->get_waits.next, sp_be_wait_t, link);
         sp_be_job_cb cb = w->cb.get;
         void *wud = w->ud;
@@ -2556,9 +2527,9 @@ int sp_backend_redis_new(uv_loop_t *loop, const sp_backend_redis_opts_t *o, sp_b
     clock_gettime(CLOCK_REALTIME, &ts);
     rb->rng =
         ((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 32);
-    list_init(&rb->outstanding);
-    list_init(&rb->lease_waits);
-    list_init(&rb->get_waits);
+    sp_list_init(&rb->outstanding);
+    sp_list_init(&rb->lease_waits);
+    sp_list_init(&rb->get_waits);
     uv_timer_init(loop, &rb->tick);
     uv_idle_init(loop, &rb->wake);
     uv_idle_init(loop, &rb->ackflush);
