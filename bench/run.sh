@@ -5,12 +5,17 @@
 # was measured, whatever the figures are, and non-zero when something could not be measured.
 #
 # usage: bench/run.sh [--quick] [submit] [nginx] [batch] [memory] [e2e] [remote] [redis] [durable]
+#   [scale]
 #   no names: every measurement; "nginx" alone runs only the nginx half of "submit".
 #   redis: the Redis backend (a redis-server of its own): single submits over HTTP (wrk), batch
 #   submits, and a drain by one spool-worker --backend redis://, each with the Redis round trips
 #   per job counted from INFO commandstats.
 #   durable: single submits with --data-dir --fsync always against the volatile server, and
 #   beanstalkd with its binlog, in the same run.
+#   scale: one redis-server, one spool-server without workers, and 1, then 2, then 4
+#   spool-worker --backend redis:// processes running the same noop jobs, end to end and as a
+#   drain of jobs queued first: the rate of each against one worker, with redis-server's CPU,
+#   which shows where the limit is.
 #   --quick: short runs (3 s, one round, fewer jobs) to check that the harness works.
 # environment: SPOOL_SERVER (default build/bin/spool-server), SPOOL_WORKER (default
 #   build/bin/spool-worker), BENCH_DURATION (wrk, default 10s),
@@ -34,6 +39,9 @@ E2E_WORKERS=(8 64)
 REMOTE_CONCURRENCY=${REMOTE_CONCURRENCY:-1000}
 REDIS_DRAIN_JOBS=100000
 REDIS_DRAIN_CONCURRENCY=100
+SCALE_JOBS=100000
+SCALE_WORKERS=(1 2 4)
+SCALE_CONCURRENCY=100
 # A batch of 10 000 jobs with 100-byte payloads is about 1.3 MB, over the default 1 MiB limit.
 BATCH_MAX_BODY=16M
 
@@ -714,6 +722,195 @@ bench_redis() {
   stop_pid "$REDIS_PID"
 }
 
+# ---- scale-out on one Redis ------------------------------------------------------------------
+
+# CPU ticks (user + system) a process has used so far, from /proc/PID/stat.
+cpu_ticks() {
+  awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# Busy ticks of the whole machine (every CPU; all but idle and iowait), from /proc/stat.
+machine_ticks() {
+  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+# N spool-worker --backend redis:// processes on the Redis of start_redis; sets SCALE_WPIDS.
+SCALE_WPIDS=()
+start_scale_workers() {
+  local n=$1 tag=$2 i
+  SCALE_WPIDS=()
+  for ((i = 0; i < n; i++)); do
+    "$WORKER" --backend "redis://127.0.0.1:$REDIS_PORT" --queues bench \
+      --concurrency "$SCALE_CONCURRENCY" --log-level warn \
+      >"$TMP/scale-worker-$tag-$i.out" 2>"$TMP/scale-worker-$tag-$i.err" &
+    SCALE_WPIDS+=("$!")
+    PIDS+=("$!")
+  done
+}
+
+# Fails (after showing why) when a worker died: its CPU would go uncounted and the figure for
+# N workers would be wrong.
+scale_workers_alive() {
+  local tag=$1 pid dead=""
+  for pid in "${SCALE_WPIDS[@]}"; do kill -0 "$pid" 2>/dev/null || dead+="$pid "; done
+  [ -z "$dead" ] && return 0
+  log "  $tag: worker(s) $dead exited during the run:"
+  tail -n 20 "$TMP/scale-worker-$tag-"*.err >&2
+  return 1
+}
+
+stop_scale_workers() {
+  local pid
+  for pid in "${SCALE_WPIDS[@]}"; do stop_pid "$pid"; done
+  SCALE_WPIDS=()
+}
+
+# CPU accounting over a window: cpu_mark before, cpu_share after; cpu_share prints "REDIS
+# SERVER WORKERS MACHINE", each process's CPU in % of one core and the machine's in % of all its
+# cores, over the wall time between the two calls.
+CPU_MARK=()
+cpu_sample() {
+  local pid w=0
+  for pid in "${SCALE_WPIDS[@]}"; do w=$((w + $(cpu_ticks "$pid"))); done
+  echo "$(date +%s.%N) $(cpu_ticks "$REDIS_PID") $(cpu_ticks "${SPOOL_PID:-0}") $w $(machine_ticks)"
+}
+cpu_mark() {
+  read -r -a CPU_MARK <<<"$(cpu_sample)"
+}
+cpu_share() {
+  local -a now
+  read -r -a now <<<"$(cpu_sample)"
+  log "    CPU ticks: redis $((now[1] - CPU_MARK[1])), server $((now[2] - CPU_MARK[2])), workers $((now[3] - CPU_MARK[3])), machine $((now[4] - CPU_MARK[4]))"
+  awk -v t="$(getconf CLK_TCK)" -v c="$(nproc)" -v s="$(awk -v a="${now[0]}" -v b="${CPU_MARK[0]}" 'BEGIN { print a - b }')" \
+    -v r="$((now[1] - CPU_MARK[1]))" -v sv="$((now[2] - CPU_MARK[2]))" \
+    -v w="$((now[3] - CPU_MARK[3]))" -v m="$((now[4] - CPU_MARK[4]))" 'BEGIN {
+      printf "%.0f %.0f %.0f %.0f", 100 * r / t / s, 100 * sv / t / s, 100 * w / t / s, 100 * m / t / s / c
+    }'
+}
+
+# One round for N workers, both ways; not run in a subshell, so that the processes it starts
+# stay in PIDS for cleanup. Sets SCALE_E2E and SCALE_DRAIN to "JOBS_PER_S REDIS SERVER WORKERS
+# MACHINE" (CPU as cpu_share prints it).
+# e2e: the workers wait while the client submits SCALE_JOBS noop jobs in batches to a fresh
+#   spool-server (no workers), and polls it until all succeeded: what a producer sees.
+# drain: the jobs are queued first, then the workers start and take them straight from Redis:
+#   what the workers alone can do against one Redis.
+SCALE_E2E=""
+SCALE_DRAIN=""
+scale_round() {
+  local n=$1 round=$2 tag line cpu start now done_n secs
+  tag="$n-$round"
+  rcli FLUSHALL >/dev/null || return 1
+  start_spool "scale-$tag" --backend "redis://127.0.0.1:$REDIS_PORT" \
+    --max-body "$BATCH_MAX_BODY" --log-level warn || return 1
+  start_scale_workers "$n" "e2e-$tag"
+  cpu_mark
+  if ! line=$(timeout 300 "${CLIENT_CPU[@]}" python3 "$CLIENT" e2e --port "$SPOOL_PORT" \
+    --batch "$BATCH" --total "$SCALE_JOBS" --timeout 240) || ! scale_workers_alive "e2e-$tag"; then
+    log "  e2e, $n worker(s), round $round: the jobs did not all succeed"
+    stop_scale_workers
+    stop_spool_quiet
+    return 1
+  fi
+  cpu=$(cpu_share)
+  stop_scale_workers
+  log "  e2e, $n worker(s), round $round: $line"
+  SCALE_E2E="$(kv "$line" jobs_per_s) $cpu"
+
+  rcli FLUSHALL >/dev/null || { stop_spool_quiet; return 1; }
+  if ! timeout 600 "${CLIENT_CPU[@]}" python3 "$CLIENT" submit --port "$SPOOL_PORT" \
+    --batch "$BATCH" --total "$SCALE_JOBS" >/dev/null; then
+    log "  drain, $n worker(s), round $round: could not queue the jobs"
+    stop_spool_quiet
+    return 1
+  fi
+  # The server stays, idle, so that it is counted as it is in the e2e run.
+  start_scale_workers "$n" "drain-$tag"
+  cpu_mark
+  start=$(date +%s.%N)
+  while :; do
+    done_n=$(rcli HGET 'spool:{bench}:stats' suc)
+    done_n=${done_n:-0}
+    [ "$done_n" -ge "$SCALE_JOBS" ] && break
+    scale_workers_alive "drain-$tag" || break
+    now=$(date +%s.%N)
+    if awk -v a="$now" -v b="$start" 'BEGIN { exit !(a - b > 300) }'; then break; fi
+    sleep 0.05
+  done
+  now=$(date +%s.%N)
+  cpu=$(cpu_share)
+  stop_scale_workers
+  stop_spool_quiet
+  if [ "$done_n" -lt "$SCALE_JOBS" ]; then
+    log "  drain, $n worker(s), round $round: only $done_n of $SCALE_JOBS jobs succeeded"
+    return 1
+  fi
+  secs=$(awk -v a="$now" -v b="$start" 'BEGIN { printf "%.3f", a - b }')
+  log "  drain, $n worker(s), round $round: $SCALE_JOBS jobs in $secs s"
+  SCALE_DRAIN="$(awk -v n="$SCALE_JOBS" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') $cpu"
+}
+
+# Prints the report lines of one way (e2e or drain) from the per-count lists of figures.
+scale_report() {
+  local way=$1 n rate rc sc wc mc base="" v key
+  for n in "${SCALE_WORKERS[@]}"; do
+    key="$way-$n"
+    # The lists are space-separated numbers: word splitting is what is wanted.
+    # shellcheck disable=SC2086
+    {
+      rate=$(median ${SCALE_RATES[$key]})
+      rc=$(median ${SCALE_RCPU[$key]})
+      sc=$(median ${SCALE_SCPU[$key]})
+      wc=$(median ${SCALE_WCPU[$key]})
+      mc=$(median ${SCALE_MCPU[$key]})
+    }
+    [ -n "$base" ] || base=$rate
+    v=$(awk -v a="$rate" -v b="$base" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+    report "$(printf '   %-5s %-11s %7s jobs/s  x%s   CPU: redis %3s%%  server %3s%%  workers %3s%%  machine %3s%%' \
+      "$way" "$n worker(s)" "$rate" "$v" "$rc" "$sc" "$wc" "$mc")"
+  done
+}
+
+declare -A SCALE_RATES=() SCALE_RCPU=() SCALE_SCPU=() SCALE_WCPU=() SCALE_MCPU=()
+scale_add() {
+  local key=$1 rate rc sc wc mc
+  read -r rate rc sc wc mc <<<"$2"
+  SCALE_RATES[$key]+="$rate "
+  SCALE_RCPU[$key]+="$rc "
+  SCALE_SCPU[$key]+="$sc "
+  SCALE_WCPU[$key]+="$wc "
+  SCALE_MCPU[$key]+="$mc "
+}
+
+bench_scale() {
+  local n round ok=1
+  log "6. Scale-out on one Redis: ${SCALE_WORKERS[*]} spool-worker processes, $SCALE_JOBS jobs, $RUNS round(s)"
+  if [ ! -x "$WORKER" ]; then failed "scale: $WORKER is not built"; return; fi
+  start_redis || { failed "scale: redis-server did not start"; return; }
+  # Rounds alternate between the worker counts, so that a slow spell of the machine does not
+  # land on one count only.
+  for ((round = 1; round <= RUNS; round++)); do
+    for n in "${SCALE_WORKERS[@]}"; do
+      if ! scale_round "$n" "$round"; then ok=0; break 2; fi
+      scale_add "e2e-$n" "$SCALE_E2E"
+      scale_add "drain-$n" "$SCALE_DRAIN"
+    done
+  done
+  stop_pid "$REDIS_PID"
+  if [ "$ok" != 1 ]; then
+    failed "scale: a run could not be completed (see above)"
+    return
+  fi
+  report "6. Scale-out on one Redis: $SCALE_JOBS noop jobs, N spool-worker --backend redis://"
+  report "   processes (--concurrency $SCALE_CONCURRENCY each); median of $RUNS round(s)."
+  report "   e2e: submitted in batches of $BATCH to one spool-server (no workers) while the"
+  report "   workers run them, until all succeeded. drain: queued first, then run by the workers."
+  report "   CPU over the run in % of one core (machine: of all $(nproc) cores together);"
+  report "   redis-server $(redis-server --version | awk '{ sub(/^v=/, "", $3); print $3 }'), AOF on, pinned with spool-server as above"
+  scale_report e2e
+  scale_report drain
+}
+
 # ---- main ------------------------------------------------------------------------------------
 
 main() {
@@ -727,12 +924,13 @@ main() {
       MEMORY_JOBS=200000
       E2E_JOBS=20000
       REDIS_DRAIN_JOBS=20000
+      SCALE_JOBS=20000
       ;;
     -h | --help)
       usage
       return 0
       ;;
-    submit | nginx | batch | memory | e2e | remote | redis | durable) want+=("$arg") ;;
+    submit | nginx | batch | memory | e2e | remote | redis | durable | scale) want+=("$arg") ;;
     *)
       log "unknown argument '$arg'"
       usage >&2
@@ -740,7 +938,7 @@ main() {
       ;;
     esac
   done
-  [ ${#want[@]} -gt 0 ] || want=(submit batch memory e2e remote redis)
+  [ ${#want[@]} -gt 0 ] || want=(submit batch memory e2e remote redis scale)
 
   if ! command -v python3 >/dev/null; then
     log "python3 is needed (apt-get install python3)"
@@ -763,6 +961,7 @@ main() {
     remote) bench_remote ;;
     redis) bench_redis ;;
     durable) bench_durable ;;
+    scale) bench_scale ;;
     esac
   done
 
