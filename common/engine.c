@@ -901,13 +901,24 @@ fail:
     return NULL;
 }
 
+/* When a new job becomes eligible. A delay counts from the engine's `now`, not from when the
+ * submission was parsed (the clock may have moved on a millisecond since), so that run_at is
+ * exactly created_at + delay_ms; a run_at the client gave is kept as given. Specs made without
+ * a parse (parsed_at 0) are taken as they are. */
+static int64_t spec_run_at(const sp_job_spec_t *s, int64_t now)
+{
+    int64_t at = s->run_at;
+    if (!s->run_at_given && s->parsed_at > 0) at = sat_add(now, s->run_at - s->parsed_at);
+    return at > now ? at : now;
+}
+
 static void job_link_new(sp_engine_t *e, sp_ejob_t *j, const sp_job_spec_t *s, uint64_t h,
                          int64_t now)
 {
     sp_equeue_t *q = j->cls->q;
     j->id = e->next_id++;
     j->created_at = now;
-    j->run_at = s->run_at > now ? s->run_at : now;
+    j->run_at = spec_run_at(s, now);
     j->payload_len = (uint32_t)s->payload_len;
     if (s->payload_len) memcpy(j->payload, s->payload, s->payload_len);
     j->priority = (uint8_t)s->priority;
@@ -967,7 +978,7 @@ static int batch_prepare(sp_engine_t *e, int64_t now, sp_equeue_t *q, const sp_j
             (*nkeys)++;
         }
         (*nnew)++;
-        if (s->run_at > now) (*ndelayed)++;
+        if (spec_run_at(s, now) > now) (*ndelayed)++;
     }
     return 0;
 }

@@ -313,6 +313,22 @@ static void test_paused_queue_skipped(void **state)
 
 /* ---- time -------------------------------------------------------------------------------- */
 
+/* A delay counts from when the engine stores the job, a client's run_at is kept as given. */
+static void test_delay_counts_from_submit(void **state)
+{
+    (void)state;
+    sp_engine_t *e = engine();
+    sp_job_spec_t s = spec_at(T0 + 300, "t", 5); /* parsed at T0 with delay_ms 300 */
+    s.parsed_at = T0;
+    uint64_t delayed = sp_ejob_id(submit_spec(e, T0 + 1, "q", &s));
+    assert_int_equal(view(e, delayed).created_at, T0 + 1);
+    assert_int_equal(view(e, delayed).run_at, T0 + 301);
+    s.run_at_given = true; /* the client said run_at = T0 + 300 */
+    uint64_t given = sp_ejob_id(submit_spec(e, T0 + 1, "q", &s));
+    assert_int_equal(view(e, given).run_at, T0 + 300);
+    sp_engine_free(e);
+}
+
 static void test_delayed_jobs(void **state)
 {
     (void)state;
@@ -1844,6 +1860,7 @@ int main(void)
         cmocka_unit_test(test_queues_in_given_order),
         cmocka_unit_test(test_paused_queue_skipped),
         cmocka_unit_test(test_delayed_jobs),
+        cmocka_unit_test(test_delay_counts_from_submit),
         cmocka_unit_test(test_many_delays_fire_in_order),
         cmocka_unit_test(test_lease_expiry_redelivers),
         cmocka_unit_test(test_lease_expiry_last_attempt_fails),
