@@ -31,6 +31,7 @@ struct sp_be_wait {
     struct answer *held;
     bool canceled;     /* canceled while held: the jobs go back to their queue */
     bool timer_closed; /* the timer's close has run; freed when the answer is done too */
+    bool timerless;    /* a lease answered at once, held only for the journal: no timer */
     void *ud;
     union {
         sp_be_jobs_cb lease;
@@ -168,8 +169,9 @@ static bool held_wait_done(answer_t *a)
     w->held = NULL;
     if (w->timer_closed) {
         struct mem_backend *mb = w->mb;
+        bool counted = !w->timerless; /* only a timer counts among the backend's handles */
         wait_free(w);
-        release_handle(mb);
+        if (counted) release_handle(mb);
     }
     return wanted;
 }
@@ -312,13 +314,14 @@ static void wait_end(sp_be_wait_t *w)
 }
 
 /* Answers a lease with its jobs, now or (journal) once they are on disk; a long poll's wait `w`
- * (or NULL) is tied to a held answer so that it can still be canceled. */
-static void answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_t **jobs, size_t n,
-                         sp_be_wait_t *w)
+ * (or NULL) is tied to a held answer so that it can still be canceled. Returns the held answer,
+ * or NULL when the lease was answered at once. */
+static answer_t *answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_t **jobs,
+                              size_t n, sp_be_wait_t *w)
 {
     if (n == 0) {
         cb(ud, 0, NULL, NULL, 0, 0);
-        return;
+        return NULL;
     }
     if (holding(mb)) {
         sp_jobrec_t *recs = malloc(n * sizeof *recs);
@@ -330,7 +333,7 @@ static void answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_
         }
         if (!a) {
             cb(ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
-            return;
+            return NULL;
         }
         a->cb.jobs = cb;
         a->ud = ud;
@@ -339,18 +342,19 @@ static void answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_
             w->held = a;
         }
         ans_hold(mb, a);
-        return;
+        return a;
     }
     sp_jobrec_t stack[16];
     sp_jobrec_t *recs = n <= 16 ? stack : malloc(n * sizeof *recs);
     if (!recs) {
         /* The jobs are leased already; their leases expire and they are handed out again. */
         cb(ud, SP_ENOMEM, "out of memory", NULL, 0, 0);
-        return;
+        return NULL;
     }
     for (size_t i = 0; i < n; i++) sp_engine_view(mb->engine, jobs[i], &recs[i]);
     cb(ud, 0, NULL, recs, n, 0);
     if (recs != stack) free(recs);
+    return NULL;
 }
 
 /* Tries to lease for a request; returns the number leased (jobs in out). */
@@ -716,6 +720,22 @@ static void op_retry(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud)
     answer_job(mb, err, why, job, cb, ud);
 }
 
+/* A lease answered at once but held for the journal is not answered yet: its caller gets a
+ * handle, so that a client that leaves before the disk has the lease takes no job. Short of
+ * memory, no handle: the lease then simply expires if its client is gone. */
+static sp_be_wait_t *held_handle(mem_backend_t *mb, answer_t *a)
+{
+    sp_be_wait_t *w = calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->kind = WAIT_LEASE;
+    w->mb = mb;
+    w->done = w->timer_closed = w->timerless = true;
+    sp_list_init(&w->link);
+    w->held = a;
+    a->wait = w;
+    return w;
+}
+
 static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_t wait_ms,
                               sp_be_jobs_cb cb, void *ud)
 {
@@ -734,13 +754,14 @@ static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_
     int err;
     size_t n = try_lease(mb, req, jobs, &err);
     if (n > 0 || err || wait_ms <= 0 || mb->closing) {
+        answer_t *held = NULL;
         if (err)
             cb(ud, err, "out of memory", NULL, 0, 0);
         else
-            answer_lease(mb, cb, ud, jobs, n, NULL);
+            held = answer_lease(mb, cb, ud, jobs, n, NULL);
         if (jobs != stack) free(jobs);
         arm(mb);
-        return NULL;
+        return held ? held_handle(mb, held) : NULL;
     }
     if (jobs != stack) free(jobs);
     sp_be_wait_t *w = wait_new(mb, WAIT_LEASE, wait_ms, ud);
