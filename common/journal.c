@@ -396,6 +396,8 @@ struct sp_journal {
     bool seg_new;               /* created and not yet synced into the directory */
     int64_t seg_zeroed;         /* the file's size, zeros past seg_off (the writing thread's) */
     int64_t seg_zeroed_planned; /* the loop's view: how far the fill will have gone */
+    bool filling; /* a group that extends the segment with zeros is in flight: no other starts,
+                   * or its data could land where the fill's zeros are still being written */
     /* what the current turn changed */
     uint64_t *ids;
     size_t nids, cap_ids;
@@ -772,6 +774,7 @@ static void after_write(uv_work_t *req, int status)
     wjob_t *w = req->data;
     sp_journal_t *j = w->j;
     ((group_t *)w)->done = true;
+    if (w->zeroed) j->filling = false; /* this group's fill, and its write, are done */
     /* Groups are answered in the order they were formed, whatever order their syncs end in. */
     while (j->nflight > 0 && j->groups[j->ghead].done) {
         group_t *g = &j->groups[j->ghead];
@@ -873,8 +876,11 @@ static void flush(sp_journal_t *j, bool retry)
         if (j->closing) maybe_finish_close(j);
         return;
     }
-    /* Zeros are filled in only with nothing else in flight: one thread extends the file. */
-    if (j->nflight > 0 && j->sent_off + (int64_t)j->gbuf.len > j->seg_zeroed_planned) return;
+    /* Zeros are filled in only with nothing else in flight, and nothing else starts while they
+     * are: the fill and another group's data must never write the same bytes at once. */
+    if (j->nflight > 0 &&
+        (j->filling || j->sent_off + (int64_t)j->gbuf.len > j->seg_zeroed_planned))
+        return;
     group_t *g = &j->groups[(j->ghead + j->nflight) % MAX_INFLIGHT];
     sp_buf_t spare = g->buf;
     g->buf = j->gbuf;
@@ -895,10 +901,10 @@ static void flush(sp_journal_t *j, bool retry)
     w->len = g->buf.len;
     w->sync = true;
     w->sync_dir = j->seg_new;
-    if (j->nflight == 1) {
+    if (j->nflight == 1 && w->off + (int64_t)w->len > j->seg_zeroed_planned) {
         w->zeroed = &j->seg_zeroed;
-        if (w->off + (int64_t)w->len > j->seg_zeroed_planned)
-            j->seg_zeroed_planned = w->off + (int64_t)w->len + PREALLOC;
+        j->seg_zeroed_planned = w->off + (int64_t)w->len + PREALLOC;
+        j->filling = true;
     }
     j->sent_off += (int64_t)w->len;
     int rc = uv_queue_work(j->loop, &w->req, work_write, after_write);
