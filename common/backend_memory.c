@@ -32,6 +32,7 @@ struct sp_be_wait {
     bool canceled;     /* canceled while held: the jobs go back to their queue */
     bool timer_closed; /* the timer's close has run; freed when the answer is done too */
     bool timerless;    /* a lease answered at once, held only for the journal: no timer */
+    bool creating;     /* its answer is being handed to the journal, which may run it at once */
     void *ud;
     union {
         sp_be_jobs_cb lease;
@@ -167,7 +168,7 @@ static bool held_wait_done(answer_t *a)
         }
     }
     w->held = NULL;
-    if (w->timer_closed) {
+    if (w->timer_closed && !w->creating) {
         struct mem_backend *mb = w->mb;
         bool counted = !w->timerless; /* only a timer counts among the backend's handles */
         wait_free(w);
@@ -313,11 +314,14 @@ static void wait_end(sp_be_wait_t *w)
     uv_close((uv_handle_t *)&w->timer, wait_closed);
 }
 
-/* Answers a lease with its jobs, now or (journal) once they are on disk; a long poll's wait `w`
- * (or NULL) is tied to a held answer so that it can still be canceled. Returns the held answer,
- * or NULL when the lease was answered at once. */
-static answer_t *answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_t **jobs,
-                              size_t n, sp_be_wait_t *w)
+static sp_be_wait_t *timerless_wait(mem_backend_t *mb);
+
+/* Answers a lease with its jobs, now or (journal) once they are on disk. A long poll's wait `w`
+ * is tied to a held answer so that it can still be canceled; with w NULL and `want_handle`, a
+ * held answer gets a timerless wait of its own, returned as the caller's handle. Returns that
+ * handle, or NULL when the lease is answered already (or no handle was wanted). */
+static sp_be_wait_t *answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_ejob_t **jobs,
+                                  size_t n, sp_be_wait_t *w, bool want_handle)
 {
     if (n == 0) {
         cb(ud, 0, NULL, NULL, 0, 0);
@@ -337,12 +341,19 @@ static answer_t *answer_lease(mem_backend_t *mb, sp_be_jobs_cb cb, void *ud, sp_
         }
         a->cb.jobs = cb;
         a->ud = ud;
+        sp_be_wait_t *own = !w && want_handle ? timerless_wait(mb) : NULL;
+        if (own) w = own;
         if (w) {
             a->wait = w;
             w->held = a;
         }
-        ans_hold(mb, a);
-        return a;
+        if (own) own->creating = true;
+        ans_hold(mb, a); /* may deliver at once */
+        if (!own) return NULL;
+        own->creating = false;
+        if (own->held) return own;
+        wait_free(own); /* delivered already: no handle */
+        return NULL;
     }
     sp_jobrec_t stack[16];
     sp_jobrec_t *recs = n <= 16 ? stack : malloc(n * sizeof *recs);
@@ -449,7 +460,7 @@ static void wake_cb(uv_idle_t *h)
         if (err)
             cb(ud, err, "out of memory", NULL, 0, 0);
         else
-            answer_lease(mb, cb, ud, jobs, n, w);
+            answer_lease(mb, cb, ud, jobs, n, w, false);
     }
     arm(mb);
 }
@@ -723,7 +734,7 @@ static void op_retry(sp_backend_t *b, uint64_t id, sp_be_job_cb cb, void *ud)
 /* A lease answered at once but held for the journal is not answered yet: its caller gets a
  * handle, so that a client that leaves before the disk has the lease takes no job. Short of
  * memory, no handle: the lease then simply expires if its client is gone. */
-static sp_be_wait_t *held_handle(mem_backend_t *mb, answer_t *a)
+static sp_be_wait_t *timerless_wait(mem_backend_t *mb)
 {
     sp_be_wait_t *w = calloc(1, sizeof *w);
     if (!w) return NULL;
@@ -731,8 +742,6 @@ static sp_be_wait_t *held_handle(mem_backend_t *mb, answer_t *a)
     w->mb = mb;
     w->done = w->timer_closed = w->timerless = true;
     sp_list_init(&w->link);
-    w->held = a;
-    a->wait = w;
     return w;
 }
 
@@ -754,14 +763,14 @@ static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_
     int err;
     size_t n = try_lease(mb, req, jobs, &err);
     if (n > 0 || err || wait_ms <= 0 || mb->closing) {
-        answer_t *held = NULL;
+        sp_be_wait_t *handle = NULL;
         if (err)
             cb(ud, err, "out of memory", NULL, 0, 0);
         else
-            held = answer_lease(mb, cb, ud, jobs, n, NULL);
+            handle = answer_lease(mb, cb, ud, jobs, n, NULL, true);
         if (jobs != stack) free(jobs);
         arm(mb);
-        return held ? held_handle(mb, held) : NULL;
+        return handle;
     }
     if (jobs != stack) free(jobs);
     sp_be_wait_t *w = wait_new(mb, WAIT_LEASE, wait_ms, ud);
