@@ -58,8 +58,10 @@ typedef struct {
      * then answers with n == 0. Leased records carry their lease token and deadline. */
     sp_be_wait_t *(*lease)(sp_backend_t *b, const sp_lease_req_t *req, int64_t wait_ms,
                            sp_be_jobs_cb cb, void *ud);
+    /* want_job false: a caller that needs only the status; a successful ack may then be
+     * answered with job NULL. */
     void (*ack)(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result, size_t result_len,
-                sp_be_job_cb cb, void *ud);
+                bool want_job, sp_be_job_cb cb, void *ud);
     /* retry_in_ms < 0: the job's backoff decides. error NULL: "failed". */
     void (*fail)(sp_backend_t *b, uint64_t id, uint64_t lease, const char *error, size_t error_len,
                  bool retry, int64_t retry_in_ms, sp_be_job_cb cb, void *ud);

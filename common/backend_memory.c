@@ -787,8 +787,9 @@ static sp_be_wait_t *op_lease(sp_backend_t *b, const sp_lease_req_t *req, int64_
 }
 
 static void op_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result,
-                   size_t result_len, sp_be_job_cb cb, void *ud)
+                   size_t result_len, bool want_job, sp_be_job_cb cb, void *ud)
 {
+    (void)want_job;
     mem_backend_t *mb = mb_of(b);
     const char *down;
     if (journal_down(mb, &down)) {

@@ -9,6 +9,7 @@
 #include "backend_redis.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
@@ -25,8 +26,9 @@
 #define RECONNECT_MIN_MS 50
 #define RECONNECT_MAX_MS 1000
 #define DAY_MS 86400000LL
-#define NFIELDS 21
+#define NFIELDS 17
 #define NSTATS 15
+#define LAYOUT "2" /* the key layout (spool:layout; also in the script), docs/REDIS.md */
 
 /* The Lua library: ARGV[1] names the operation. Kept in step with docs/REDIS.md. */
 // clang-format off
@@ -34,10 +36,11 @@ static const char lua_src[] =
     "local P = 'spool:'\n"
     "local EV = KEYS[1]\n"
     "local EVT = {} -- this call's job events, published as one message at its end\n"
-    "local F = {'id', 'q', 't', 'p', 's', 'pr', 'a', 'ma', 'to', 'bo', 'c', 'r', 'st', 'f', 'le',\n"
-    "           'res', 'err', 'w', 'k', 'cr', 'l'}\n"
+    "-- A job view: these fields, then the id (element 17).\n"
+    "local V = {'q', 'd', 'o', 's', 'a', 'c', 'r', 'st', 'f', 'le', 'res', 'err', 'w', 'k', 'cr', 'l'}\n"
     "local T = redis.call('TIME')\n"
     "local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)\n"
+    "local NOWS = string.format('%d', NOW)\n"
     "local SH = 1099511627776\n"
     "local TOT = {[2] = 'lea', [3] = 'suc', [4] = 'fai', [5] = 'can'}\n"
     "local NOTRUN = {[0] = 'job is scheduled, not running', 'job is queued, not running',\n"
@@ -49,12 +52,22 @@ static const char lua_src[] =
     "local ZS = {[0] = 'delayed', 'ready', 'active', 'done', 'done', 'done'}\n"
     "local function qk(q, s) return P .. '{' .. q .. '}:' .. s end\n"
     "local function jk(id) return P .. 'job:' .. id end\n"
-    "local function view(id) return redis.call('HMGET', jk(id), unpack(F)) end\n"
+    "local function view(id)\n"
+    "  local v = redis.call('HMGET', jk(id), unpack(V))\n"
+    "  v[17] = id\n"
+    "  return v\n"
+    "end\n"
     "local function num(v, d) return tonumber(v) or d end\n"
+    "-- The options field 'o': \"PRIORITY MAX_ATTEMPTS TIMEOUT_MS BACKOFF_MS\".\n"
+    "local function opts(o)\n"
+    "  local p, ma, to, bo = string.match(o or '', '^(%d+) (%d+) (%d+) (%d+)')\n"
+    "  return num(p, 5), num(ma, 3), num(to, 30000), num(bo, 1000)\n"
+    "end\n"
+    "local function ready_score(pr, seq) return (9 - pr) * SH + seq end\n"
     "-- When a job given 'D' (a delay in ms) or '@T' (a time) is due; nil when it is due now.\n"
     "local function due_at(d)\n"
     "  local at\n"
-    "  if string.sub(d, 1, 1) == '@' then at = tonumber(string.sub(d, 2)) else at = NOW + tonumber(d) end\n"
+    "  if string.byte(d, 1) == 64 then at = tonumber(string.sub(d, 2)) else at = NOW + tonumber(d) end\n"
     "  if at > NOW then return at end\n"
     "  return nil\n"
     "end\n"
@@ -63,14 +76,18 @@ static const char lua_src[] =
     "    redis.call('ZADD', P .. 'queues', redis.call('INCR', P .. 'qseq'), q)\n"
     "  end\n"
     "end\n"
+    "local function event(id, from, to, a, r, st, f, q)\n"
+    "  EVT[#EVT + 1] = id .. ' ' .. from .. ' ' .. to .. ' ' .. (a or 0) .. ' ' .. (r or -1) .. ' ' ..\n"
+    "                  (st or -1) .. ' ' .. f .. ' ' .. q\n"
+    "end\n"
     "-- Moves a job between states: out of the old state's sorted set, into the new one's, counts\n"
     "-- and totals adjusted, one line for the events message. j holds fields the caller knows\n"
     "-- (pr, r, le, a, st); without it they are read.\n"
     "local function move(id, q, from, to, j)\n"
     "  local key = jk(id)\n"
     "  if not j then\n"
-    "    local v = redis.call('HMGET', key, 'pr', 'r', 'le', 'a', 'st')\n"
-    "    j = {pr = v[1], r = v[2], le = v[3], a = v[4], st = v[5]}\n"
+    "    local v = redis.call('HMGET', key, 'o', 'r', 'le', 'a', 'st', 'c')\n"
+    "    j = {pr = opts(v[1]), r = v[2] or v[6], le = v[3], a = v[4], st = v[5]}\n"
     "  end\n"
     "  if from >= 0 then redis.call('ZREM', qk(q, ZS[from]), id) end\n"
     "  local f = -1\n"
@@ -79,27 +96,26 @@ static const char lua_src[] =
     "    redis.call('HSET', key, 's', to)\n"
     "  elseif to == 1 then\n"
     "    local seq = redis.call('HINCRBY', qk(q, 'stats'), 'seq', 1)\n"
-    "    redis.call('ZADD', qk(q, 'ready'), (9 - num(j.pr, 5)) * SH + seq, id)\n"
+    "    redis.call('ZADD', qk(q, 'ready'), ready_score(j.pr, seq), id)\n"
     "    redis.call('HSET', key, 's', to)\n"
     "  elseif to == 2 then\n"
     "    redis.call('ZADD', qk(q, 'active'), j.le, id)\n"
     "    redis.call('HSET', key, 's', to)\n"
     "  else\n"
-    "    f = NOW\n"
-    "    redis.call('HSET', key, 's', to, 'f', NOW)\n"
-    "    redis.call('ZADD', qk(q, 'done'), NOW, id)\n"
+    "    f = NOWS\n"
+    "    redis.call('HSET', key, 's', to, 'f', NOWS)\n"
+    "    redis.call('ZADD', qk(q, 'done'), NOWS, id)\n"
     "  end\n"
     "  local sk = qk(q, 'stats')\n"
     "  if from >= 0 then redis.call('HINCRBY', sk, 'c' .. from, -1) end\n"
     "  redis.call('HINCRBY', sk, 'c' .. to, 1)\n"
     "  if TOT[to] then redis.call('HINCRBY', sk, TOT[to], 1) end\n"
-    "  EVT[#EVT + 1] = id .. ' ' .. from .. ' ' .. to .. ' ' .. (j.a or 0) .. ' ' .. (j.r or -1) ..\n"
-    "                  ' ' .. (j.st or -1) .. ' ' .. f .. ' ' .. q\n"
+    "  event(id, from, to, j.a, j.r, j.st, f, q)\n"
     "end\n"
-    "-- ZADD of many score/member pairs, a thousand at a time (Lua's stack is bounded).\n"
-    "local function zadd_many(key, args)\n"
-    "  for i = 1, #args, 2000 do\n"
-    "    redis.call('ZADD', key, unpack(args, i, math.min(i + 1999, #args)))\n"
+    "-- ZADD (or ZREM) of many arguments, a thousand pairs at a time (Lua's stack is bounded).\n"
+    "local function many(cmd, key, args, step)\n"
+    "  for i = 1, #args, step do\n"
+    "    redis.call(cmd, key, unpack(args, i, math.min(i + step - 1, #args)))\n"
     "  end\n"
     "end\n"
     "local function forget(id, q, s)\n"
@@ -124,13 +140,17 @@ static const char lua_src[] =
     "  for _, id in ipairs(due) do move(id, q, 0, 1) end\n"
     "  return #due\n"
     "end\n"
+    "-- A running job's fields for a call fenced by its lease: s, l, le, q, cr, a, ma, bo, to; or\n"
+    "-- nil and the answer.\n"
     "local function leased(id, lease)\n"
-    "  local v = redis.call('HMGET', jk(id), 's', 'l', 'le', 'q', 'cr', 'a', 'ma', 'bo', 'to')\n"
+    "  local v = redis.call('HMGET', jk(id), 's', 'l', 'le', 'q', 'cr', 'a', 'o')\n"
     "  if not v[1] then return nil, {-3} end\n"
     "  local s = tonumber(v[1])\n"
     "  if s ~= 2 then return nil, {-4, NOTRUN[s]} end\n"
     "  if v[2] ~= lease then return nil, {-4, \"lease is not the job's current lease\"} end\n"
     "  if NOW > tonumber(v[3]) then return nil, {-4, 'lease expired'} end\n"
+    "  local _, ma, to, bo = opts(v[7])\n"
+    "  v[7], v[8], v[9] = ma, bo, to\n"
     "  return v\n"
     "end\n"
     "local function stats(q)\n"
@@ -144,7 +164,8 @@ static const char lua_src[] =
     "    for b = 0, 9 do\n"
     "      local h = redis.call('ZRANGEBYSCORE', rk, b * SH, '(' .. ((b + 1) * SH), 'LIMIT', 0, 1)\n"
     "      if h[1] then\n"
-    "        local r = num(redis.call('HGET', jk(h[1]), 'r'), NOW)\n"
+    "        local rc = redis.call('HMGET', jk(h[1]), 'r', 'c')\n"
+    "        local r = num(rc[1] or rc[2], NOW)\n"
     "        if not oldest or r < oldest then oldest = r end\n"
     "      end\n"
     "    end\n"
@@ -153,55 +174,52 @@ static const char lua_src[] =
     "  for i = 7, 12 do out[#out + 1] = num(v[i], 0) end\n"
     "  return out\n"
     "end\n"
-    "-- Acks one job. With bulk, its sorted-set moves and counters are left to ack_flush.\n"
-    "local function ack_one(id, lease, hasres, res, bulk)\n"
-    "  local j = view(id)\n"
-    "  if not j[1] then return {-3} end\n"
-    "  local s = tonumber(j[5])\n"
-    "  if s == 3 and j[21] == lease then return {0, j} end\n"
-    "  if s ~= 2 then return {-4, NOTRUN[s]} end\n"
-    "  if j[21] ~= lease then return {-4, \"lease is not the job's current lease\"} end\n"
-    "  if NOW > tonumber(j[15]) then return {-4, 'lease expired'} end\n"
+    "-- Acks one job; its sorted-set moves and counters are left to ack_flush. With full, a success\n"
+    "-- answers the job's view.\n"
+    "local function ack_one(id, lease, hasres, res, full, bulk)\n"
     "  local key = jk(id)\n"
+    "  local v = redis.call('HMGET', key, 's', 'l', 'le', 'q', 'a', 'r', 'st', 'c')\n"
+    "  if not v[1] then return {-3} end\n"
+    "  local s = tonumber(v[1])\n"
+    "  if s == 3 and v[2] == lease then\n"
+    "    if full then return {0, view(id)} end\n"
+    "    return {0}\n"
+    "  end\n"
+    "  if s ~= 2 then return {-4, NOTRUN[s]} end\n"
+    "  if v[2] ~= lease then return {-4, \"lease is not the job's current lease\"} end\n"
+    "  if NOW > tonumber(v[3]) then return {-4, 'lease expired'} end\n"
     "  if hasres then\n"
-    "    if bulk then redis.call('HSET', key, 'res', res, 's', 3, 'f', NOW)\n"
-    "    else redis.call('HSET', key, 'res', res) end\n"
-    "    j[16] = res\n"
+    "    redis.call('HSET', key, 's', '3', 'f', NOWS, 'res', res)\n"
     "  else\n"
-    "    if j[16] then redis.call('HDEL', key, 'res') end\n"
-    "    if bulk then redis.call('HSET', key, 's', 3, 'f', NOW) end\n"
-    "    j[16] = false\n"
+    "    redis.call('HSET', key, 's', '3', 'f', NOWS)\n"
     "  end\n"
-    "  if bulk then\n"
-    "    local q = j[2]\n"
-    "    local g = bulk.map[q]\n"
-    "    if not g then\n"
-    "      g = {}\n"
-    "      bulk.map[q] = g\n"
-    "      bulk.order[#bulk.order + 1] = q\n"
-    "    end\n"
-    "    g[#g + 1] = id\n"
-    "    EVT[#EVT + 1] = id .. ' 2 3 ' .. (j[7] or 0) .. ' ' .. (j[12] or -1) .. ' ' ..\n"
-    "                    (j[13] or -1) .. ' ' .. NOW .. ' ' .. q\n"
-    "  else\n"
-    "    move(id, j[2], 2, 3, {a = j[7], r = j[12], st = j[13]})\n"
+    "  local q = v[4]\n"
+    "  local g = bulk.map[q]\n"
+    "  if not g then\n"
+    "    g = {ids = {}, ev = {}}\n"
+    "    bulk.map[q] = g\n"
+    "    bulk.order[#bulk.order + 1] = q\n"
     "  end\n"
-    "  j[5], j[14] = 3, NOW\n"
-    "  return {0, j}\n"
+    "  g.ids[#g.ids + 1] = id\n"
+    "  local ev = g.ev\n"
+    "  ev[#ev + 1] = id\n"
+    "  ev[#ev + 1] = v[5] or '0'\n"
+    "  ev[#ev + 1] = v[6] or v[8]\n"
+    "  ev[#ev + 1] = v[7] or '-1'\n"
+    "  if full then return {0, view(id)} end\n"
+    "  return {0}\n"
     "end\n"
     "local function ack_flush(bulk)\n"
     "  for _, q in ipairs(bulk.order) do\n"
-    "    local ids = bulk.map[q]\n"
-    "    for i = 1, #ids, 1000 do\n"
-    "      local part, zd = {}, {}\n"
-    "      for k = i, math.min(i + 999, #ids) do\n"
-    "        part[#part + 1] = ids[k]\n"
-    "        zd[#zd + 1] = NOW\n"
-    "        zd[#zd + 1] = ids[k]\n"
-    "      end\n"
-    "      redis.call('ZREM', qk(q, 'active'), unpack(part))\n"
-    "      redis.call('ZADD', qk(q, 'done'), unpack(zd))\n"
+    "    local ids = bulk.map[q].ids\n"
+    "    EVT[#EVT + 1] = 'A ' .. NOWS .. ' ' .. #ids .. ' ' .. table.concat(bulk.map[q].ev, ' ') .. ' ' .. q\n"
+    "    local zd = {}\n"
+    "    for i = 1, #ids do\n"
+    "      zd[2 * i - 1] = NOWS\n"
+    "      zd[2 * i] = ids[i]\n"
     "    end\n"
+    "    many('ZREM', qk(q, 'active'), ids, 1000)\n"
+    "    many('ZADD', qk(q, 'done'), zd, 2000)\n"
     "    local sk = qk(q, 'stats')\n"
     "    redis.call('HINCRBY', sk, 'c2', -#ids)\n"
     "    redis.call('HINCRBY', sk, 'c3', #ids)\n"
@@ -211,96 +229,104 @@ static const char lua_src[] =
     "local op = ARGV[1]\n"
     "local function dispatch()\n"
     "if op == 'submit' then\n"
-    "  -- ARGV: op, idem_ttl_ms, max_depth, queue, n, then per job 9 fields:\n"
-    "  -- type, payload, priority, delay_ms or @run_at, max_attempts, timeout_ms, backoff_ms, has_key, key\n"
+    "  -- ARGV: op, idem_ttl_ms, max_depth, queue, n, then per job 4 fields:\n"
+    "  -- d (type and payload), o (options), delay_ms or @run_at, key ('' for none).\n"
+    "  -- Answers 0, NOW, then per job two elements: a new job's id and run_at; 0 and the view of\n"
+    "  -- the job an idempotency key already names; or -i and 0 for a repeat of entry i's key.\n"
     "  local ttl, maxd, q, n = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])\n"
     "  qreg(q)\n"
-    "  local kind, ref, first = {}, {}, {}\n"
-    "  local nnew = 0\n"
+    "  local ik = qk(q, 'idem:')\n"
+    "  local kind, ref, at, first = {}, {}, {}, {}\n"
+    "  local nnew, nready = 0, 0\n"
     "  for i = 1, n do\n"
-    "    local b = 6 + (i - 1) * 9\n"
-    "    kind[i] = 'new'\n"
-    "    if ARGV[b + 7] == '1' then\n"
-    "      local key = ARGV[b + 8]\n"
+    "    local b = 2 + 4 * i\n"
+    "    local key = ARGV[b + 3]\n"
+    "    kind[i] = 1\n"
+    "    if key ~= '' then\n"
     "      if first[key] then\n"
-    "        kind[i], ref[i] = 'dup', first[key]\n"
+    "        kind[i], ref[i] = 2, first[key]\n"
     "      else\n"
-    "        local jid = redis.call('GET', qk(q, 'idem:') .. key)\n"
+    "        local jid = redis.call('GET', ik .. key)\n"
     "        if jid and redis.call('EXISTS', jk(jid)) == 1 then\n"
-    "          kind[i], ref[i] = 'old', jid\n"
+    "          kind[i], ref[i] = 3, jid\n"
     "        else\n"
     "          first[key] = i\n"
     "        end\n"
     "      end\n"
     "    end\n"
-    "    if kind[i] == 'new' then nnew = nnew + 1 end\n"
+    "    if kind[i] == 1 then\n"
+    "      nnew = nnew + 1\n"
+    "      at[i] = due_at(ARGV[b + 2])\n"
+    "      if not at[i] then nready = nready + 1 end\n"
+    "    end\n"
     "  end\n"
     "  if maxd > 0 and nnew > 0 then\n"
     "    local v = redis.call('HMGET', qk(q, 'stats'), 'c0', 'c1', 'c2')\n"
     "    local depth = num(v[1], 0) + num(v[2], 0) + num(v[3], 0)\n"
     "    if nnew > maxd or depth > maxd - nnew then return {-5} end\n"
     "  end\n"
-    "  local ids, views = {}, {}\n"
+    "  local out = {0, NOW}\n"
+    "  local ids = {}\n"
     "  if nnew > 0 then\n"
     "    local nid = redis.call('INCRBY', P .. 'ids', nnew) - nnew\n"
-    "    local nready = 0\n"
-    "    for i = 1, n do\n"
-    "      if kind[i] == 'new' and not due_at(ARGV[6 + (i - 1) * 9 + 3]) then nready = nready + 1 end\n"
-    "    end\n"
+    "    -- The first jobs of a database (also one emptied under running servers) mark its layout.\n"
+    "    if nid == 0 then redis.call('SET', P .. 'layout', '2') end\n"
+    "    local first_id = nid + 1\n"
+    "    local sk = qk(q, 'stats')\n"
     "    local seq = 0\n"
-    "    if nready > 0 then seq = redis.call('HINCRBY', qk(q, 'stats'), 'seq', nready) - nready end\n"
+    "    if nready > 0 then seq = redis.call('HINCRBY', sk, 'seq', nready) - nready end\n"
     "    local all, ready, delayed = {}, {}, {}\n"
+    "    -- Only when every new job is queued does one event line stand for them all.\n"
+    "    local lines = nready < nnew\n"
     "    for i = 1, n do\n"
-    "      if kind[i] == 'new' then\n"
-    "        local b = 6 + (i - 1) * 9\n"
+    "      if kind[i] == 1 then\n"
+    "        local b = 2 + 4 * i\n"
     "        nid = nid + 1\n"
-    "        local id = nid\n"
-    "        ids[i] = id\n"
-    "        local run, s = NOW, 1\n"
-    "        local at = due_at(ARGV[b + 3])\n"
-    "        if at then run, s = at, 0 end\n"
-    "        local key = jk(id)\n"
-    "        local haskey = ARGV[b + 7] == '1'\n"
-    "        redis.call('HSET', key, 'id', id, 'q', q, 't', ARGV[b], 'p', ARGV[b + 1], 's', s,\n"
-    "                   'pr', ARGV[b + 2], 'a', 0, 'ma', ARGV[b + 4], 'to', ARGV[b + 5],\n"
-    "                   'bo', ARGV[b + 6], 'c', NOW, 'r', run)\n"
-    "        if haskey then\n"
-    "          redis.call('HSET', key, 'k', ARGV[b + 8])\n"
-    "          redis.call('SET', qk(q, 'idem:') .. ARGV[b + 8], id, 'PX', ttl)\n"
-    "        end\n"
-    "        all[#all + 1] = id\n"
-    "        all[#all + 1] = id\n"
-    "        if s == 1 then\n"
-    "          seq = seq + 1\n"
-    "          ready[#ready + 1] = (9 - tonumber(ARGV[b + 2])) * SH + seq\n"
-    "          ready[#ready + 1] = id\n"
+    "        local sid = string.format('%d', nid)\n"
+    "        ids[i] = nid\n"
+    "        local key = P .. 'job:' .. sid\n"
+    "        local o = ARGV[b + 1]\n"
+    "        local t = at[i]\n"
+    "        if t then\n"
+    "          redis.call('HSET', key, 'q', q, 'd', ARGV[b], 'o', o, 's', '0', 'c', NOWS, 'r', t)\n"
+    "          delayed[#delayed + 1] = t\n"
+    "          delayed[#delayed + 1] = sid\n"
+    "          event(sid, -1, 0, 0, t, -1, -1, q)\n"
     "        else\n"
-    "          delayed[#delayed + 1] = run\n"
-    "          delayed[#delayed + 1] = id\n"
+    "          redis.call('HSET', key, 'q', q, 'd', ARGV[b], 'o', o, 's', '1', 'c', NOWS)\n"
+    "          seq = seq + 1\n"
+    "          ready[#ready + 1] = ready_score(string.byte(o) - 48, seq)\n"
+    "          ready[#ready + 1] = sid\n"
+    "          if lines then event(sid, -1, 1, 0, NOWS, -1, -1, q) end\n"
     "        end\n"
-    "        EVT[#EVT + 1] = id .. ' -1 ' .. s .. ' 0 ' .. run .. ' -1 -1 ' .. q\n"
-    "        views[i] = {id, q, ARGV[b], ARGV[b + 1], s, ARGV[b + 2], 0, ARGV[b + 4], ARGV[b + 5],\n"
-    "                    ARGV[b + 6], NOW, run, false, false, false, false, false, false,\n"
-    "                    haskey and ARGV[b + 8] or false, false, false}\n"
+    "        local k = ARGV[b + 3]\n"
+    "        if k ~= '' then\n"
+    "          redis.call('HSET', key, 'k', k)\n"
+    "          redis.call('SET', ik .. k, sid, 'PX', ttl)\n"
+    "        end\n"
+    "        all[#all + 1] = sid\n"
+    "        all[#all + 1] = sid\n"
     "      end\n"
     "    end\n"
-    "    zadd_many(qk(q, 'all'), all)\n"
-    "    zadd_many(qk(q, 'ready'), ready)\n"
-    "    zadd_many(qk(q, 'delayed'), delayed)\n"
-    "    local sk = qk(q, 'stats')\n"
+    "    if not lines then EVT[#EVT + 1] = 'R ' .. first_id .. ' ' .. nnew .. ' ' .. NOWS .. ' ' .. q end\n"
+    "    many('ZADD', qk(q, 'all'), all, 2000)\n"
+    "    many('ZADD', qk(q, 'ready'), ready, 2000)\n"
+    "    many('ZADD', qk(q, 'delayed'), delayed, 2000)\n"
     "    redis.call('HINCRBY', sk, 'enq', nnew)\n"
     "    if nready > 0 then redis.call('HINCRBY', sk, 'c1', nready) end\n"
     "    if nnew > nready then redis.call('HINCRBY', sk, 'c0', nnew - nready) end\n"
     "  end\n"
-    "  local out = {0}\n"
     "  for i = 1, n do\n"
-    "    if kind[i] == 'dup' then\n"
-    "      ids[i], views[i] = ids[ref[i]], views[ref[i]]\n"
-    "    elseif kind[i] == 'old' then\n"
-    "      ids[i] = ref[i]\n"
+    "    if kind[i] == 1 then\n"
+    "      out[#out + 1] = ids[i]\n"
+    "      out[#out + 1] = at[i] or NOW\n"
+    "    elseif kind[i] == 2 then\n"
+    "      out[#out + 1] = -ref[i]\n"
+    "      out[#out + 1] = 0\n"
+    "    else\n"
+    "      out[#out + 1] = 0\n"
+    "      out[#out + 1] = view(ref[i])\n"
     "    end\n"
-    "    out[#out + 1] = (kind[i] == 'new') and 0 or 1\n"
-    "    out[#out + 1] = views[i] or view(ids[i])\n"
     "  end\n"
     "  return out\n"
     "elseif op == 'get' then\n"
@@ -326,13 +352,14 @@ static const char lua_src[] =
     "  if not v[1] then return {-3} end\n"
     "  local s = tonumber(v[1])\n"
     "  if s ~= 4 and s ~= 5 then return {-4, NOTRETRY[s]} end\n"
-    "  redis.call('HSET', jk(id), 'a', 0, 'r', NOW, 'cr', 0)\n"
+    "  redis.call('HSET', jk(id), 'a', 0, 'r', NOWS, 'cr', 0)\n"
     "  redis.call('HDEL', jk(id), 'f')\n"
     "  move(id, v[2], s, 1)\n"
     "  return {0, view(id)}\n"
     "elseif op == 'lease' then\n"
     "  -- ARGV: op, max, has_worker, worker, salt (9 random digits), nqueues, queues...\n"
     "  local max, hasw, worker, nq = tonumber(ARGV[2]), ARGV[3] == '1', ARGV[4], tonumber(ARGV[6])\n"
+    "  local salt = ARGV[5]\n"
     "  local queues = {}\n"
     "  if nq == 0 then\n"
     "    queues = redis.call('ZRANGE', P .. 'queues', 0, -1)\n"
@@ -350,30 +377,35 @@ static const char lua_src[] =
     "      if k > 0 then\n"
     "        local tok = redis.call('INCRBY', P .. 'lease', k) - k\n"
     "        local act = {}\n"
+    "        local ev = {'L', NOWS, k}\n"
     "        for i = 1, #got, 2 do\n"
     "          local id = got[i]\n"
     "          local key = jk(id)\n"
-    "          local j = view(id)\n"
+    "          local v = redis.call('HMGET', key, 'd', 'o', 'a', 'c', 'r', 'k', 'w')\n"
     "          tok = tok + 1\n"
-    "          local token = ARGV[5] .. string.format('%010d', tok % 10000000000)\n"
-    "          local le = NOW + num(j[9], 30000)\n"
-    "          local a = num(j[7], 0) + 1\n"
+    "          local token = salt .. string.format('%010d', tok % 10000000000)\n"
+    "          local _, _, to = opts(v[2])\n"
+    "          local le = NOW + to\n"
+    "          local a = tostring(num(v[3], 0) + 1)\n"
     "          if hasw then\n"
-    "            redis.call('HSET', key, 'l', token, 'st', NOW, 'le', le, 'cr', 0, 'a', a, 's', 2,\n"
-    "                       'w', worker)\n"
+    "            redis.call('HSET', key, 'l', token, 'st', NOWS, 'le', le, 'a', a, 's', '2', 'w', worker)\n"
     "          else\n"
-    "            redis.call('HSET', key, 'l', token, 'st', NOW, 'le', le, 'cr', 0, 'a', a, 's', 2)\n"
-    "            if j[18] then redis.call('HDEL', key, 'w') end\n"
+    "            redis.call('HSET', key, 'l', token, 'st', NOWS, 'le', le, 'a', a, 's', '2')\n"
+    "            if v[7] then redis.call('HDEL', key, 'w') end\n"
     "          end\n"
     "          act[#act + 1] = le\n"
     "          act[#act + 1] = id\n"
-    "          j[5], j[7], j[13], j[15], j[20], j[21] = 2, a, NOW, le, 0, token\n"
-    "          j[18] = hasw and worker or false\n"
-    "          EVT[#EVT + 1] = id .. ' 1 2 ' .. a .. ' ' .. (j[12] or -1) .. ' ' .. NOW .. ' -1 ' .. q\n"
+    "          local r = v[5] or v[4]\n"
+    "          ev[#ev + 1] = id\n"
+    "          ev[#ev + 1] = a\n"
+    "          ev[#ev + 1] = r\n"
     "          n = n + 1\n"
-    "          out[#out + 1] = j\n"
+    "          out[#out + 1] = {q, v[1], v[2], 2, a, v[4], r, NOWS, false, le, false, false,\n"
+    "                           hasw and worker or false, v[6] or false, false, token, id}\n"
     "        end\n"
-    "        zadd_many(qk(q, 'active'), act)\n"
+    "        ev[#ev + 1] = q\n"
+    "        EVT[#EVT + 1] = table.concat(ev, ' ')\n"
+    "        many('ZADD', qk(q, 'active'), act, 2000)\n"
     "        local sk = qk(q, 'stats')\n"
     "        redis.call('HINCRBY', sk, 'c1', -k)\n"
     "        redis.call('HINCRBY', sk, 'c2', k)\n"
@@ -382,16 +414,14 @@ static const char lua_src[] =
     "    end\n"
     "  end\n"
     "  return out\n"
-    "elseif op == 'ack' then\n"
-    "  -- ARGV: op, id, lease, has_result, result\n"
-    "  return ack_one(ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5])\n"
     "elseif op == 'acks' then\n"
-    "  -- ARGV: op, n, then per ack: id, lease, has_result, result; one answer per ack\n"
+    "  -- ARGV: op, n, then per ack: id, lease, has_result, result, full; one answer per ack\n"
     "  local out = {0}\n"
     "  local bulk = {map = {}, order = {}}\n"
     "  for i = 0, tonumber(ARGV[2]) - 1 do\n"
-    "    local b = 3 + i * 4\n"
-    "    out[#out + 1] = ack_one(ARGV[b], ARGV[b + 1], ARGV[b + 2] == '1', ARGV[b + 3], bulk)\n"
+    "    local b = 3 + i * 5\n"
+    "    out[#out + 1] = ack_one(ARGV[b], ARGV[b + 1], ARGV[b + 2] == '1', ARGV[b + 3],\n"
+    "                            ARGV[b + 4] == '1', bulk)\n"
     "  end\n"
     "  ack_flush(bulk)\n"
     "  return out\n"
@@ -401,13 +431,13 @@ static const char lua_src[] =
     "  local j, err = leased(id, lease)\n"
     "  if not j then return err end\n"
     "  redis.call('HSET', jk(id), 'err', ARGV[4] == '1' and ARGV[5] or 'failed')\n"
-    "  local q, a, ma = j[4], tonumber(j[6]), tonumber(j[7])\n"
+    "  local q, a, ma = j[4], tonumber(j[6]), j[7]\n"
     "  if j[5] == '1' then\n"
     "    move(id, q, 2, 5)\n"
     "  elseif ARGV[6] == '1' and a < ma then\n"
     "    local delay = tonumber(ARGV[7])\n"
     "    if delay < 0 then\n"
-    "      local base = tonumber(j[8])\n"
+    "      local base = j[8]\n"
     "      if base == 0 then\n"
     "        delay = 0\n"
     "      else\n"
@@ -427,7 +457,7 @@ static const char lua_src[] =
     "  local j, err = leased(id, lease)\n"
     "  if not j then return err end\n"
     "  local ext = tonumber(ARGV[4])\n"
-    "  if ext < 0 then ext = tonumber(j[9]) end\n"
+    "  if ext < 0 then ext = j[9] end\n"
     "  redis.call('HSET', jk(id), 'le', NOW + ext)\n"
     "  redis.call('ZADD', qk(j[4], 'active'), NOW + ext, id)\n"
     "  return {0, view(id)}\n"
@@ -439,7 +469,7 @@ static const char lua_src[] =
     "  if j[5] == '1' then\n"
     "    move(id, j[4], 2, 5)\n"
     "  else\n"
-    "    redis.call('HSET', jk(id), 'r', NOW)\n"
+    "    redis.call('HSET', jk(id), 'r', NOWS)\n"
     "    move(id, j[4], 2, 1)\n"
     "  end\n"
     "  return {0, view(id)}\n"
@@ -477,7 +507,7 @@ static const char lua_src[] =
     "    for _, id in ipairs(ids) do\n"
     "      if state < 0 or tonumber(redis.call('HGET', jk(id), 's')) == state then\n"
     "        if k == limit then\n"
-    "          out[2] = out[#out][1]\n"
+    "          out[2] = out[#out][17]\n"
     "          return out\n"
     "        end\n"
     "        k = k + 1\n"
@@ -509,12 +539,13 @@ static const char lua_src[] =
     "    local exp = redis.call('ZRANGEBYSCORE', qk(q, 'active'), '-inf', '(' .. NOW, 'LIMIT', 0, 1000)\n"
     "    for _, id in ipairs(exp) do\n"
     "      local key = jk(id)\n"
-    "      local v = redis.call('HMGET', key, 'le', 'st', 'cr', 'a', 'ma')\n"
+    "      local v = redis.call('HMGET', key, 'le', 'st', 'cr', 'a', 'o')\n"
+    "      local _, ma = opts(v[5])\n"
     "      redis.call('HSET', key, 'err', 'lease expired after ' ..\n"
     "                 string.format('%d', tonumber(v[1]) - tonumber(v[2])) .. ' ms without ack or heartbeat')\n"
     "      if v[3] == '1' then\n"
     "        move(id, q, 2, 5)\n"
-    "      elseif tonumber(v[4]) < tonumber(v[5]) then\n"
+    "      elseif tonumber(v[4]) < ma then\n"
     "        requeue(id, q, 0)\n"
     "      else\n"
     "        move(id, q, 2, 4)\n"
@@ -540,8 +571,6 @@ static const char lua_src[] =
 // clang-format on
 
 typedef enum {
-    OP_SUBMIT,
-    OP_BATCH,
     OP_GET,
     OP_JOB,
     OP_LEASE,
@@ -603,6 +632,7 @@ typedef struct cmd {
 /* An ack waiting for the end of the loop turn: acks that arrive together go as one call. */
 typedef struct {
     uint64_t id, lease;
+    bool want_job;
     char *result; /* a copy, or NULL for null */
     size_t result_len;
     sp_be_job_cb cb;
@@ -616,16 +646,19 @@ typedef struct {
 
 #define ACK_BATCH_MAX 1000
 
-/* Single submissions to one queue in one loop turn, sent as one "submit" call (answered one by
- * one). Specs are copied, payloads included. */
+/* Jobs for one "submit" call to one queue: the single submissions of one loop turn (answered
+ * one by one), or one batch (answered as a whole). Specs are copied, payloads included: the
+ * answer is made from them and the ids and times the script gives back. */
 typedef struct subgroup {
     struct subgroup *next;
     char *queue;
     size_t queue_len;
     size_t n, cap;
     sp_job_spec_t *specs;
-    sp_be_submit_cb *cbs;
+    sp_be_submit_cb *cbs; /* single submissions: one each */
     void **uds;
+    sp_be_batch_cb batch_cb; /* a batch: one callback for all */
+    void *batch_ud;
 } subgroup_t;
 
 #define SUBMIT_GROUP_MAX 1000
@@ -798,6 +831,33 @@ static int start_check(const char *host, int port, int64_t timeout_ms, char *err
         redisFree(c);
         return rc;
     }
+    /* The key layout this build reads and writes: a database written in another one is refused
+     * rather than misread. */
+    r = redisCommand(c, "GET spool:layout");
+    if (r && r->type == REDIS_REPLY_NIL) {
+        freeReplyObject(r);
+        r = redisCommand(c, "EXISTS spool:ids");
+        bool old = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+        if (r) freeReplyObject(r);
+        r = old ? NULL : redisCommand(c, "SET spool:layout %s NX", LAYOUT);
+        if (old) {
+            snprintf(err, errlen,
+                     "Redis at %s:%d holds jobs in an older Spool key layout; drain them with the "
+                     "Spool that wrote them, or FLUSHDB, and start again",
+                     host, port);
+            redisFree(c);
+            return SP_EINVAL;
+        }
+    } else if (r && r->type == REDIS_REPLY_STRING && strcmp(r->str, LAYOUT) != 0) {
+        snprintf(err, errlen,
+                 "Redis at %s:%d holds jobs in Spool key layout %s, and this Spool reads layout "
+                 "%s",
+                 host, port, r->str, LAYOUT);
+        freeReplyObject(r);
+        redisFree(c);
+        return SP_EINVAL;
+    }
+    if (r) freeReplyObject(r);
     r = redisCommand(c, "INFO persistence");
     if (r && r->type == REDIS_REPLY_STRING) {
         char aof[16] = "", saves[32] = "";
@@ -860,40 +920,80 @@ static void rstr(const redisReply *r, const char **s, size_t *len)
     }
 }
 
-/* A job view as the script's HMGET of every field; false when it is not one. */
+/* The fields 'd' ("LEN:" type payload) and 'o' ("PRIORITY MAX_ATTEMPTS TIMEOUT_MS BACKOFF_MS")
+ * of a job hash, as spec_args writes them. */
+static void decode_d(const redisReply *r, sp_jobrec_t *o)
+{
+    o->type = "";
+    o->type_len = 0;
+    o->payload = "null";
+    o->payload_len = 4;
+    if (!r || r->type != REDIS_REPLY_STRING) return;
+    const char *colon = memchr(r->str, ':', r->len < 8 ? r->len : 8);
+    if (!colon) return;
+    size_t tl = 0;
+    for (const char *p = r->str; p < colon; p++) tl = tl * 10 + (size_t)(*p - '0');
+    size_t rest = r->len - (size_t)(colon + 1 - r->str);
+    if (tl > rest) return;
+    o->type = colon + 1;
+    o->type_len = tl;
+    if (rest > tl) {
+        o->payload = colon + 1 + tl;
+        o->payload_len = rest - tl;
+    }
+}
+
+static void decode_o(const redisReply *r, sp_jobrec_t *o)
+{
+    long long v[4] = {SP_DEFAULT_PRIORITY, SP_DEFAULT_MAX_ATTEMPTS, SP_DEFAULT_TIMEOUT_MS,
+                      SP_DEFAULT_BACKOFF_MS};
+    if (r && r->type == REDIS_REPLY_STRING) {
+        char tmp[64];
+        size_t n = r->len < sizeof tmp - 1 ? r->len : sizeof tmp - 1;
+        memcpy(tmp, r->str, n);
+        tmp[n] = '\0';
+        long long w[4];
+        char *p = tmp, *e;
+        int k = 0;
+        for (; k < 4; k++, p = e) {
+            errno = 0;
+            w[k] = strtoll(p, &e, 10);
+            if (errno || e == p || w[k] < 0 || (*e != ' ' && *e != '\0')) break;
+        }
+        if (k == 4) memcpy(v, w, sizeof v);
+    }
+    o->priority = (int)v[0];
+    o->max_attempts = (uint32_t)v[1];
+    o->timeout_ms = (uint32_t)v[2];
+    o->backoff_ms = (uint32_t)v[3];
+}
+
+/* A job view, the script's HMGET of the fields in V and then the id; false when it is not one. */
 static bool decode_job(const redisReply *r, sp_jobrec_t *o)
 {
     memset(o, 0, sizeof *o);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != NFIELDS) return false;
     redisReply **e = r->element;
-    if (e[0]->type != REDIS_REPLY_STRING && e[0]->type != REDIS_REPLY_INTEGER) return false;
-    o->id = runum(e[0]);
-    rstr(e[1], &o->queue, &o->queue_len);
-    rstr(e[2], &o->type, &o->type_len);
-    rstr(e[3], &o->payload, &o->payload_len);
-    if (!o->payload) {
-        o->payload = "null";
-        o->payload_len = 4;
-    }
-    int64_t s = rnum(e[4], 0);
+    if (e[16]->type != REDIS_REPLY_STRING && e[16]->type != REDIS_REPLY_INTEGER) return false;
+    o->id = runum(e[16]);
+    rstr(e[0], &o->queue, &o->queue_len);
+    decode_d(e[1], o);
+    decode_o(e[2], o);
+    int64_t s = rnum(e[3], 0);
     o->state = s >= 0 && s < SP_STATE_COUNT ? (sp_state_t)s : SP_STATE_QUEUED;
-    o->priority = (int)rnum(e[5], SP_DEFAULT_PRIORITY);
-    o->attempts = (uint32_t)rnum(e[6], 0);
-    o->max_attempts = (uint32_t)rnum(e[7], SP_DEFAULT_MAX_ATTEMPTS);
-    o->timeout_ms = (uint32_t)rnum(e[8], SP_DEFAULT_TIMEOUT_MS);
-    o->backoff_ms = (uint32_t)rnum(e[9], SP_DEFAULT_BACKOFF_MS);
-    o->created_at = rnum(e[10], 0);
-    o->run_at = rnum(e[11], o->created_at);
-    o->started_at = rnum(e[12], -1);
-    o->finished_at = rnum(e[13], -1);
+    o->attempts = (uint32_t)rnum(e[4], 0);
+    o->created_at = rnum(e[5], 0);
+    o->run_at = rnum(e[6], o->created_at);
+    o->started_at = rnum(e[7], -1);
+    o->finished_at = rnum(e[8], -1);
     bool running = o->state == SP_STATE_RUNNING;
-    o->lease_expires_at = running ? rnum(e[14], -1) : -1;
-    rstr(e[15], &o->result, &o->result_len);
-    rstr(e[16], &o->last_error, &o->last_error_len);
-    rstr(e[17], &o->worker, &o->worker_len);
-    rstr(e[18], &o->idem_key, &o->idem_key_len);
-    o->cancel_requested = rnum(e[19], 0) == 1;
-    o->lease = running ? runum(e[20]) : 0;
+    o->lease_expires_at = running ? rnum(e[9], -1) : -1;
+    rstr(e[10], &o->result, &o->result_len);
+    rstr(e[11], &o->last_error, &o->last_error_len);
+    rstr(e[12], &o->worker, &o->worker_len);
+    rstr(e[13], &o->idem_key, &o->idem_key_len);
+    o->cancel_requested = rnum(e[14], 0) == 1;
+    o->lease = running ? runum(e[15]) : 0;
     return true;
 }
 
@@ -1151,12 +1251,16 @@ static bool cmd_send(redis_backend_t *rb, cmd_t *k, int argc, const char **argv,
 
 /* ---- argument building ------------------------------------------------------------------ */
 
-/* Arguments for one script call; numbers are written into a side store that never moves. */
+/* Arguments for one script call; numbers are written into a side store that never moves, and
+ * texts made for the call (a job's 'd' field) are owned until it is sent. */
+#define NUM_CAP 48
 typedef struct {
     const char **v;
     size_t *l;
-    char (*num)[24];
+    char (*num)[NUM_CAP];
     int n, cap, nnum, numcap;
+    char **owned;
+    int nowned;
     bool over; /* an argument did not fit: a bug, answered as SP_ENOMEM */
 } args_t;
 
@@ -1166,6 +1270,8 @@ static bool args_init(args_t *a, int cap, int numcap)
     a->l = malloc((size_t)cap * sizeof *a->l);
     a->num = malloc((size_t)(numcap ? numcap : 1) * sizeof *a->num);
     a->n = a->nnum = 0;
+    a->owned = NULL;
+    a->nowned = 0;
     a->over = false;
     a->cap = cap;
     a->numcap = numcap;
@@ -1178,6 +1284,8 @@ static bool args_init(args_t *a, int cap, int numcap)
 
 static void args_free(args_t *a)
 {
+    for (int i = 0; i < a->nowned; i++) free(a->owned[i]);
+    free(a->owned);
     free(a->v);
     free(a->l);
     free(a->num);
@@ -1205,7 +1313,7 @@ static void arg_i64(args_t *a, int64_t v)
         return;
     }
     char *b = a->num[a->nnum++];
-    int n = snprintf(b, 24, "%lld", (long long)v);
+    int n = snprintf(b, NUM_CAP, "%lld", (long long)v);
     arg_bin(a, b, (size_t)n);
 }
 
@@ -1216,7 +1324,7 @@ static void arg_u64(args_t *a, uint64_t v)
         return;
     }
     char *b = a->num[a->nnum++];
-    int n = snprintf(b, 24, "%llu", (unsigned long long)v);
+    int n = snprintf(b, NUM_CAP, "%llu", (unsigned long long)v);
     arg_bin(a, b, (size_t)n);
 }
 
@@ -1454,25 +1562,29 @@ static bool wait_wants_queue(const sp_be_wait_t *w, const char *q, size_t ql)
     return false;
 }
 
-/* One job event: "ID FROM TO ATTEMPTS RUN_AT STARTED FINISHED QUEUE". */
-static void event_line(redis_backend_t *rb, const char *m, size_t len)
+/* Reads `n` space-separated integers from the start of m[0..len); returns where the rest
+ * begins, or 0 when the line is malformed. */
+static size_t event_nums(const char *m, size_t len, long long *f, int n)
 {
-    long long f[7];
     char num[32];
     size_t pos = 0;
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < n; i++) {
         size_t k = 0;
         while (pos < len && m[pos] != ' ' && k < sizeof num - 1) num[k++] = m[pos++];
         num[k] = '\0';
-        if (k == 0 || pos >= len || m[pos] != ' ') return;
+        if (k == 0 || pos >= len || m[pos] != ' ') return 0;
         pos++;
         char *e;
         f[i] = strtoll(num, &e, 10);
-        if (*e) return;
+        if (*e) return 0;
     }
-    const char *q = m + pos;
-    size_t ql = len - pos;
-    int to = (int)f[2];
+    return pos;
+}
+
+/* Wakes the waits a state change in queue q concerns: long polls on it when a job became
+ * queued, gets waiting for job `id` when it finished. */
+static void event_wake(redis_backend_t *rb, uint64_t id, int to, const char *q, size_t ql)
+{
     if (to == SP_STATE_QUEUED) {
         bool any = false;
         for (sp_list_t *l = rb->lease_waits.next; l != &rb->lease_waits; l = l->next) {
@@ -1486,29 +1598,94 @@ static void event_line(redis_backend_t *rb, const char *m, size_t len)
     } else if (to >= SP_STATE_SUCCEEDED && to < SP_STATE_COUNT) {
         for (sp_list_t *l = rb->get_waits.next; l != &rb->get_waits; l = l->next) {
             sp_be_wait_t *w = sp_container_of(l, sp_be_wait_t, link);
-            if (w->job_id == (uint64_t)f[0]) {
+            if (w->job_id == id) {
                 w->wake = true;
                 schedule_wake(rb);
             }
         }
     }
-    if (rb->observe && f[0] > 0 && to >= 0 && to < SP_STATE_COUNT) {
-        sp_jobrec_t rec;
-        memset(&rec, 0, sizeof rec);
-        rec.id = (uint64_t)f[0];
-        rec.queue = q;
-        rec.queue_len = ql;
-        rec.type = "";
-        rec.payload = "null";
-        rec.payload_len = 4;
-        rec.state = (sp_state_t)to;
-        rec.attempts = (uint32_t)f[3];
-        rec.run_at = f[4];
-        rec.started_at = f[5];
-        rec.finished_at = f[6];
-        rec.lease_expires_at = -1;
-        rb->observe(rb->observe_ud, &rec, (int)f[1]);
+}
+
+static void event_observe(redis_backend_t *rb, const long long *f, const char *q, size_t ql)
+{
+    int to = (int)f[2];
+    if (!rb->observe || f[0] <= 0 || to < 0 || to >= SP_STATE_COUNT) return;
+    sp_jobrec_t rec;
+    memset(&rec, 0, sizeof rec);
+    rec.id = (uint64_t)f[0];
+    rec.queue = q;
+    rec.queue_len = ql;
+    rec.type = "";
+    rec.payload = "null";
+    rec.payload_len = 4;
+    rec.state = (sp_state_t)to;
+    rec.attempts = (uint32_t)f[3];
+    rec.run_at = f[4];
+    rec.started_at = f[5];
+    rec.finished_at = f[6];
+    rec.lease_expires_at = -1;
+    rb->observe(rb->observe_ud, &rec, (int)f[1]);
+}
+
+/* "L NOW COUNT (ID ATTEMPTS RUN_AT)... QUEUE": COUNT jobs leased at NOW; "A NOW COUNT (ID
+ * ATTEMPTS RUN_AT STARTED)... QUEUE": COUNT jobs acked at NOW. */
+static void event_group(redis_backend_t *rb, char kind, const char *m, size_t len)
+{
+    long long h[2], f[4];
+    int per = kind == 'L' ? 3 : 4;
+    size_t pos = event_nums(m, len, h, 2);
+    if (!pos || h[1] < 0 || h[1] > 100000) return;
+    size_t body = pos;
+    for (long long i = 0; i < h[1]; i++) {
+        size_t used = event_nums(m + pos, len - pos, f, per);
+        if (!used) return;
+        pos += used;
     }
+    const char *q = m + pos;
+    size_t ql = len - pos;
+    pos = body;
+    for (long long i = 0; i < h[1]; i++) {
+        pos += event_nums(m + pos, len - pos, f, per);
+        long long g[7];
+        if (kind == 'L') {
+            long long ev[7] = {f[0], SP_STATE_QUEUED, SP_STATE_RUNNING, f[1], f[2], h[0], -1};
+            memcpy(g, ev, sizeof g);
+        } else {
+            long long ev[7] = {f[0], SP_STATE_RUNNING, SP_STATE_SUCCEEDED, f[1], f[2], f[3], h[0]};
+            memcpy(g, ev, sizeof g);
+        }
+        event_wake(rb, (uint64_t)g[0], (int)g[2], q, ql);
+        event_observe(rb, g, q, ql);
+    }
+}
+
+/* One line of an events message: a job event "ID FROM TO ATTEMPTS RUN_AT STARTED FINISHED
+ * QUEUE"; "R FIRST N NOW QUEUE" for N new jobs queued at NOW with ids FIRST.. in order; or a
+ * group of leases or acks (event_group). */
+static void event_line(redis_backend_t *rb, const char *m, size_t len)
+{
+    long long f[7];
+    if (len > 2 && (m[0] == 'L' || m[0] == 'A') && m[1] == ' ') {
+        event_group(rb, m[0], m + 2, len - 2);
+        return;
+    }
+    if (len > 2 && m[0] == 'R' && m[1] == ' ') {
+        long long r[3];
+        size_t pos = event_nums(m + 2, len - 2, r, 3);
+        if (!pos || r[0] <= 0 || r[1] <= 0) return;
+        const char *q = m + 2 + pos;
+        size_t ql = len - 2 - pos;
+        event_wake(rb, 0, SP_STATE_QUEUED, q, ql);
+        for (long long i = 0; rb->observe && i < r[1]; i++) {
+            long long g[7] = {r[0] + i, -1, SP_STATE_QUEUED, 0, r[2], -1, -1};
+            event_observe(rb, g, q, ql);
+        }
+        return;
+    }
+    size_t pos = event_nums(m, len, f, 7);
+    if (!pos) return;
+    event_wake(rb, (uint64_t)f[0], (int)f[2], m + pos, len - pos);
+    event_observe(rb, f, m + pos, len - pos);
 }
 
 /* A message on the events channel: the job events of one script call, one per line. */
@@ -1557,12 +1734,6 @@ static void subgroup_free(subgroup_t *g)
 static void answer_error(op_t op, void *cb, void *ud, int st, const char *why)
 {
     switch (op) {
-    case OP_SUBMIT:
-        ((sp_be_submit_cb)cb)(ud, st, why, NULL, false);
-        break;
-    case OP_BATCH:
-        ((sp_be_batch_cb)cb)(ud, st, why, NULL, NULL, 0);
-        break;
     case OP_GET:
     case OP_JOB:
         ((sp_be_job_cb)cb)(ud, st, why, NULL);
@@ -1592,7 +1763,10 @@ static void answer_error(op_t op, void *cb, void *ud, int st, const char *why)
     }
     case OP_SUBMITS: {
         subgroup_t *g = ud;
-        for (size_t i = 0; i < g->n; i++) g->cbs[i](g->uds[i], st, why, NULL, false);
+        if (g->batch_cb)
+            g->batch_cb(g->batch_ud, st, why, NULL, NULL, 0);
+        else
+            for (size_t i = 0; i < g->n; i++) g->cbs[i](g->uds[i], st, why, NULL, false);
         subgroup_free(g);
         break;
     }
@@ -1680,6 +1854,89 @@ static void answer_get(redis_backend_t *rb, cmd_t *k, const redisReply *r, int s
         cb(k->ud, 0, NULL, &rec);
 }
 
+/* A new job's record, from its spec and what the script gave back. */
+static void rec_from_spec(sp_jobrec_t *o, const subgroup_t *g, const sp_job_spec_t *s, uint64_t id,
+                          int64_t now, int64_t run_at)
+{
+    memset(o, 0, sizeof *o);
+    o->id = id;
+    o->queue = g->queue;
+    o->queue_len = g->queue_len;
+    o->type = s->type;
+    o->type_len = s->type_len;
+    o->payload = s->payload ? s->payload : "null";
+    o->payload_len = s->payload ? s->payload_len : 4;
+    o->state = run_at > now ? SP_STATE_SCHEDULED : SP_STATE_QUEUED;
+    o->priority = s->priority;
+    o->max_attempts = s->max_attempts;
+    o->timeout_ms = s->timeout_ms;
+    o->backoff_ms = s->backoff_ms;
+    o->created_at = now;
+    o->run_at = run_at;
+    o->started_at = o->finished_at = o->lease_expires_at = -1;
+    if (s->has_idem_key) {
+        o->idem_key = s->idem_key;
+        o->idem_key_len = s->idem_key_len;
+    }
+}
+
+/* Answers a "submit" call: 0, NOW, then per job a pair: (id, run_at) for a new job, (0, view)
+ * for the job an idempotency key already named, (-i, 0) for a repeat of entry i's key. */
+static void subgroup_answer(subgroup_t *g, const redisReply *r, int st, const char *why)
+{
+    size_t n = g->n;
+    if (st == 0 && r->elements != 2 + 2 * n) {
+        st = SP_EIO;
+        why = "unexpected reply from Redis";
+    }
+    sp_jobrec_t *recs = NULL;
+    bool *ex = NULL;
+    if (st == 0) {
+        recs = malloc(n * sizeof *recs);
+        ex = malloc(n);
+        if (!recs || !ex) {
+            st = SP_ENOMEM;
+            why = "out of memory";
+        }
+    }
+    if (st) {
+        free(recs);
+        free(ex);
+        answer_error(OP_SUBMITS, NULL, g, st, why);
+        return;
+    }
+    int64_t now = rnum(r->element[1], 0);
+    bool bad = false;
+    for (size_t i = 0; i < n && !bad; i++) {
+        const redisReply *x = r->element[2 + 2 * i], *y = r->element[3 + 2 * i];
+        int64_t v = rnum(x, 0);
+        ex[i] = true;
+        if (y->type == REDIS_REPLY_ARRAY) {
+            bad = !decode_job(y, &recs[i]);
+        } else if (v > 0) {
+            rec_from_spec(&recs[i], g, &g->specs[i], (uint64_t)v, now, rnum(y, now));
+            ex[i] = false;
+        } else if (v < 0 && (uint64_t)-v <= i) {
+            recs[i] = recs[-v - 1];
+        } else {
+            bad = true;
+        }
+    }
+    if (bad) {
+        free(recs);
+        free(ex);
+        answer_error(OP_SUBMITS, NULL, g, SP_EIO, "unexpected reply from Redis");
+        return;
+    }
+    if (g->batch_cb)
+        g->batch_cb(g->batch_ud, 0, NULL, recs, ex, n);
+    else
+        for (size_t i = 0; i < n; i++) g->cbs[i](g->uds[i], 0, NULL, &recs[i], ex[i]);
+    free(recs);
+    free(ex);
+    subgroup_free(g);
+}
+
 static void cmd_answer(redis_backend_t *rb, cmd_t *k, const redisReply *r)
 {
     if (k->op == OP_READY) {
@@ -1692,46 +1949,6 @@ static void cmd_answer(redis_backend_t *rb, cmd_t *k, const redisReply *r)
     const char *why;
     int st = reply_status(r, &why);
     switch (k->op) {
-    case OP_SUBMIT: {
-        sp_jobrec_t rec;
-        if (st == 0 && (r->elements < 3 || !decode_job(r->element[2], &rec))) {
-            st = SP_EIO;
-            why = "unexpected reply from Redis";
-        }
-        if (st)
-            ((sp_be_submit_cb)k->cb)(k->ud, st, why, NULL, false);
-        else
-            ((sp_be_submit_cb)k->cb)(k->ud, 0, NULL, &rec, rnum(r->element[1], 0) == 1);
-        break;
-    }
-    case OP_BATCH: {
-        sp_be_batch_cb cb = k->cb;
-        size_t n = k->n;
-        if (st == 0 && r->elements != 1 + 2 * n) {
-            st = SP_EIO;
-            why = "unexpected reply from Redis";
-        }
-        if (st) {
-            cb(k->ud, st, why, NULL, NULL, 0);
-            break;
-        }
-        sp_jobrec_t *recs = malloc((n ? n : 1) * sizeof *recs);
-        bool *ex = malloc(n ? n : 1);
-        if (!recs || !ex) {
-            free(recs);
-            free(ex);
-            cb(k->ud, SP_ENOMEM, "out of memory", NULL, NULL, 0);
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            ex[i] = rnum(r->element[1 + 2 * i], 0) == 1;
-            decode_job(r->element[2 + 2 * i], &recs[i]);
-        }
-        cb(k->ud, 0, NULL, recs, ex, n);
-        free(recs);
-        free(ex);
-        break;
-    }
     case OP_GET:
         answer_get(rb, k, r, st, why);
         break;
@@ -1811,36 +2028,22 @@ static void cmd_answer(redis_backend_t *rb, cmd_t *k, const redisReply *r)
             const char *w2;
             int s2 = reply_status(e, &w2);
             sp_jobrec_t rec;
-            if (s2 == 0 && (e->elements < 2 || !decode_job(e->element[1], &rec))) {
+            bool have = s2 == 0 && e->elements >= 2;
+            if (s2 == 0 && ((p->want_job && !have) || (have && !decode_job(e->element[1], &rec)))) {
                 s2 = SP_EIO;
                 w2 = "unexpected reply from Redis";
             }
             if (s2)
                 p->cb(p->ud, s2, w2, NULL);
             else
-                p->cb(p->ud, 0, NULL, &rec);
+                p->cb(p->ud, 0, NULL, have ? &rec : NULL);
         }
         ack_batch_free(ab);
         break;
     }
-    case OP_SUBMITS: {
-        subgroup_t *g = k->ud;
-        if (st == 0 && r->elements != 1 + 2 * g->n) {
-            st = SP_EIO;
-            why = "unexpected reply from Redis";
-        }
-        for (size_t i = 0; i < g->n; i++) {
-            sp_jobrec_t rec;
-            if (st)
-                g->cbs[i](g->uds[i], st, why, NULL, false);
-            else if (!decode_job(r->element[2 + 2 * i], &rec))
-                g->cbs[i](g->uds[i], SP_EIO, "unexpected reply from Redis", NULL, false);
-            else
-                g->cbs[i](g->uds[i], 0, NULL, &rec, rnum(r->element[1 + 2 * i], 0) == 1);
-        }
-        subgroup_free(g);
+    case OP_SUBMITS:
+        subgroup_answer(k->ud, r, st, why);
         break;
-    }
     case OP_READY:
         break;
     case OP_REAP:
@@ -1913,29 +2116,48 @@ static void tick_cb(uv_timer_t *t)
 
 /* ---- operations ------------------------------------------------------------------------- */
 
-static void spec_args(args_t *a, const sp_job_spec_t *s)
+/* A job's 'd' field, "LEN:" type payload, owned by the arguments; false when out of memory. */
+static bool arg_d(args_t *a, const sp_job_spec_t *s, size_t n)
 {
-    arg_bin(a, s->type, s->type_len);
-    arg_bin(a, s->payload ? s->payload : "null", s->payload ? s->payload_len : 4);
-    arg_i64(a, s->priority);
+    if (a->nowned == 0) {
+        a->owned = malloc(n * sizeof *a->owned);
+        if (!a->owned) return false;
+    }
+    const char *payload = s->payload ? s->payload : "null";
+    size_t pl = s->payload ? s->payload_len : 4;
+    char *d = malloc(24 + s->type_len + pl);
+    if (!d) return false;
+    a->owned[a->nowned++] = d;
+    int hl = snprintf(d, 24, "%zu:", s->type_len);
+    memcpy(d + hl, s->type, s->type_len);
+    memcpy(d + (size_t)hl + s->type_len, payload, pl);
+    arg_bin(a, d, (size_t)hl + s->type_len + pl);
+    return true;
+}
+
+/* One job of a "submit" call: d, o, delay_ms or @run_at, idempotency key ('' for none). `n` is
+ * the number of jobs in the call. */
+static void spec_args(args_t *a, const sp_job_spec_t *s, size_t n)
+{
+    if (a->nnum + 2 > a->numcap || !arg_d(a, s, n)) {
+        a->over = true;
+        return;
+    }
+    char *o = a->num[a->nnum++];
+    int ol = snprintf(o, NUM_CAP, "%d %" PRIu32 " %" PRIu32 " %" PRIu32, s->priority,
+                      s->max_attempts, s->timeout_ms, s->backoff_ms);
+    arg_bin(a, o, (size_t)ol);
     /* A time given by the client is kept as given; a delay is added to Redis's clock, which
      * decides when the job is due, so that run_at - created_at is the delay asked for. */
+    char *t = a->num[a->nnum++];
+    int tl;
     if (s->delayed && s->run_at_given) {
-        char *b = a->nnum < a->numcap ? a->num[a->nnum++] : NULL;
-        if (!b) {
-            a->over = true;
-            return;
-        }
-        int n = snprintf(b, 24, "@%lld", (long long)s->run_at);
-        arg_bin(a, b, (size_t)n);
+        tl = snprintf(t, NUM_CAP, "@%lld", (long long)s->run_at);
     } else {
         int64_t delay = s->delayed ? s->run_at - (s->parsed_at ? s->parsed_at : sp_now_ms()) : 0;
-        arg_i64(a, delay > 0 ? delay : 0);
+        tl = snprintf(t, NUM_CAP, "%lld", (long long)(delay > 0 ? delay : 0));
     }
-    arg_i64(a, s->max_attempts);
-    arg_i64(a, s->timeout_ms);
-    arg_i64(a, s->backoff_ms);
-    arg_str(a, s->has_idem_key ? "1" : "0");
+    arg_bin(a, t, (size_t)tl);
     arg_bin(a, s->has_idem_key ? s->idem_key : "", s->has_idem_key ? s->idem_key_len : 0);
 }
 
@@ -1954,12 +2176,12 @@ static void flush_start(redis_backend_t *rb);
 static void subgroup_send(redis_backend_t *rb, subgroup_t *g)
 {
     args_t a;
-    if (!args_init(&a, (int)(6 + 9 * g->n), (int)(4 + 5 * g->n))) {
+    if (!args_init(&a, (int)(6 + 4 * g->n), (int)(4 + 2 * g->n))) {
         answer_error(OP_SUBMITS, NULL, g, SP_ENOMEM, "out of memory");
         return;
     }
     submit_args(rb, &a, g->queue, g->queue_len, g->n);
-    for (size_t i = 0; i < g->n; i++) spec_args(&a, &g->specs[i]);
+    for (size_t i = 0; i < g->n; i++) spec_args(&a, &g->specs[i], g->n);
     run(rb, OP_SUBMITS, NULL, g, NULL, g->n, &a);
 }
 
@@ -1974,35 +2196,35 @@ static void subs_send(redis_backend_t *rb)
     }
 }
 
-/* Adds a copy of spec to the queue's pending group; false when out of memory. */
-static bool subgroup_add(redis_backend_t *rb, const char *queue, size_t queue_len,
-                         const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud)
+static subgroup_t *subgroup_new(const char *queue, size_t queue_len)
 {
-    subgroup_t **gp = &rb->subs;
-    while (*gp && !((*gp)->queue_len == queue_len && memcmp((*gp)->queue, queue, queue_len) == 0))
-        gp = &(*gp)->next;
-    subgroup_t *g = *gp;
-    if (!g) {
-        g = calloc(1, sizeof *g);
-        if (!g) return false;
-        g->queue = malloc(queue_len ? queue_len : 1);
-        if (!g->queue) {
-            free(g);
-            return false;
-        }
-        memcpy(g->queue, queue, queue_len);
-        g->queue_len = queue_len;
-        *gp = g;
+    subgroup_t *g = calloc(1, sizeof *g);
+    if (!g) return NULL;
+    g->queue = malloc(queue_len ? queue_len : 1);
+    if (!g->queue) {
+        free(g);
+        return NULL;
     }
+    memcpy(g->queue, queue, queue_len);
+    g->queue_len = queue_len;
+    return g;
+}
+
+/* Adds a copy of spec (and, for a single submission, its callback); false when out of memory. */
+static bool subgroup_push(subgroup_t *g, const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud)
+{
     if (g->n == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 16;
         sp_job_spec_t *s = realloc(g->specs, cap * sizeof *s);
-        if (s) g->specs = s;
-        sp_be_submit_cb *c = realloc(g->cbs, cap * sizeof *c);
-        if (c) g->cbs = c;
-        void **u = realloc(g->uds, cap * sizeof *u);
-        if (u) g->uds = u;
-        if (!s || !c || !u) return false;
+        if (!s) return false;
+        g->specs = s;
+        if (cb) {
+            sp_be_submit_cb *c = realloc(g->cbs, cap * sizeof *c);
+            if (c) g->cbs = c;
+            void **u = realloc(g->uds, cap * sizeof *u);
+            if (u) g->uds = u;
+            if (!c || !u) return false;
+        }
         g->cap = cap;
     }
     char *payload = NULL;
@@ -2013,37 +2235,50 @@ static bool subgroup_add(redis_backend_t *rb, const char *queue, size_t queue_le
     }
     g->specs[g->n] = *spec;
     g->specs[g->n].payload = payload;
-    g->cbs[g->n] = cb;
-    g->uds[g->n] = ud;
-    if (++g->n == SUBMIT_GROUP_MAX) {
-        *gp = g->next;
-        subgroup_send(rb, g);
+    if (cb) {
+        g->cbs[g->n] = cb;
+        g->uds[g->n] = ud;
     }
+    g->n++;
     return true;
 }
 
 /* Submissions wait for the end of the loop turn: those of one turn to one queue go as one
- * script call. Not with max_depth, where a batch is refused as a whole. */
+ * script call. Not with max_depth, where a call is refused as a whole. */
 static void op_submit(sp_backend_t *b, const char *queue, size_t queue_len,
                       const sp_job_spec_t *spec, sp_be_submit_cb cb, void *ud)
 {
     redis_backend_t *rb = rb_of(b);
-    if (!rb->max_depth && usable(rb)) {
-        if (!subgroup_add(rb, queue, queue_len, spec, cb, ud)) {
-            cb(ud, SP_ENOMEM, "out of memory", NULL, false);
-            return;
-        }
-        flush_start(rb);
+    if (!usable(rb)) {
+        cb(ud, SP_EUNAVAIL, rb->closing ? "the backend is closing" : "Redis is unreachable", NULL,
+           false);
         return;
     }
-    args_t a;
-    if (!args_init(&a, 16, 8)) {
+    subgroup_t **gp = &rb->subs;
+    while (*gp && !((*gp)->queue_len == queue_len && memcmp((*gp)->queue, queue, queue_len) == 0))
+        gp = &(*gp)->next;
+    subgroup_t *g = rb->max_depth ? NULL : *gp;
+    bool fresh = !g;
+    if (fresh && !(g = subgroup_new(queue, queue_len))) {
         cb(ud, SP_ENOMEM, "out of memory", NULL, false);
         return;
     }
-    submit_args(rb, &a, queue, queue_len, 1);
-    spec_args(&a, spec);
-    run(rb, OP_SUBMIT, (void *)cb, ud, NULL, 1, &a);
+    if (!subgroup_push(g, spec, cb, ud)) {
+        if (fresh) subgroup_free(g);
+        cb(ud, SP_ENOMEM, "out of memory", NULL, false);
+        return;
+    }
+    if (rb->max_depth) {
+        subgroup_send(rb, g);
+        return;
+    }
+    if (fresh) *gp = g;
+    if (g->n == SUBMIT_GROUP_MAX) {
+        *gp = g->next;
+        subgroup_send(rb, g);
+        return;
+    }
+    flush_start(rb);
 }
 
 static void op_submit_batch(sp_backend_t *b, const char *queue, size_t queue_len,
@@ -2058,14 +2293,22 @@ static void op_submit_batch(sp_backend_t *b, const char *queue, size_t queue_len
         cb(ud, SP_ETOOBIG, "too many jobs in one batch", NULL, NULL, 0);
         return;
     }
-    args_t a;
-    if (!args_init(&a, (int)(6 + 9 * n), (int)(4 + 5 * n))) {
+    subgroup_t *g = subgroup_new(queue, queue_len);
+    bool ok = g != NULL;
+    if (ok) {
+        g->specs = malloc(n * sizeof *g->specs);
+        ok = g->specs != NULL;
+        if (ok) g->cap = n;
+    }
+    for (size_t i = 0; ok && i < n; i++) ok = subgroup_push(g, &specs[i], NULL, NULL);
+    if (!ok) {
+        if (g) subgroup_free(g);
         cb(ud, SP_ENOMEM, "out of memory", NULL, NULL, 0);
         return;
     }
-    submit_args(rb, &a, queue, queue_len, n);
-    for (size_t i = 0; i < n; i++) spec_args(&a, &specs[i]);
-    run(rb, OP_BATCH, (void *)cb, ud, NULL, n, &a);
+    g->batch_cb = cb;
+    g->batch_ud = ud;
+    subgroup_send(rb, g);
 }
 
 static void get_send(redis_backend_t *rb, uint64_t id, sp_be_job_cb cb, void *ud, sp_be_wait_t *w)
@@ -2194,7 +2437,7 @@ static void acks_send(redis_backend_t *rb)
         return;
     }
     args_t a;
-    if (!args_init(&a, (int)(2 + 4 * ab->n), (int)(1 + 2 * ab->n))) {
+    if (!args_init(&a, (int)(2 + 5 * ab->n), (int)(1 + 2 * ab->n))) {
         answer_error(OP_ACKS, NULL, ab, SP_ENOMEM, "out of memory");
         return;
     }
@@ -2206,6 +2449,7 @@ static void acks_send(redis_backend_t *rb)
         arg_u64(&a, p->lease);
         arg_str(&a, p->result ? "1" : "0");
         arg_bin(&a, p->result ? p->result : "", p->result ? p->result_len : 0);
+        arg_str(&a, p->want_job ? "1" : "0");
     }
     run(rb, OP_ACKS, NULL, ab, NULL, ab->n, &a);
 }
@@ -2226,7 +2470,7 @@ static void flush_start(redis_backend_t *rb)
 /* Acks wait for the end of the loop turn, so that a worker pool finishing many jobs at once
  * sends them in one script call. */
 static void op_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result,
-                   size_t result_len, sp_be_job_cb cb, void *ud)
+                   size_t result_len, bool want_job, sp_be_job_cb cb, void *ud)
 {
     redis_backend_t *rb = rb_of(b);
     if (!usable(rb)) {
@@ -2256,6 +2500,7 @@ static void op_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *res
     }
     p->id = id;
     p->lease = lease;
+    p->want_job = want_job;
     p->cb = cb;
     p->ud = ud;
     if (++rb->acks->n == ACK_BATCH_MAX) acks_send(rb);

@@ -598,8 +598,9 @@ static sp_be_wait_t *remote_lease(sp_backend_t *b, const sp_lease_req_t *req, in
 static void flush_fired(uv_idle_t *h);
 
 static void remote_ack(sp_backend_t *b, uint64_t id, uint64_t lease, const char *result,
-                       size_t result_len, sp_be_job_cb cb, void *ud)
+                       size_t result_len, bool want_job, sp_be_job_cb cb, void *ud)
 {
+    (void)want_job;
     remote_t *r = as_remote(b);
     if (r->closing) {
         cb(ud, SP_EUNAVAIL, "the worker is shutting down", NULL);

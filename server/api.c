@@ -749,7 +749,7 @@ static void route_ack(ctx_t *c, const seg_t *sid)
     }
     call_t *k = call_new(c, SP_BOP_ACK);
     if (!k) return;
-    c->api->backend->ops->ack(c->api->backend, id, lease, result, result_len, job_cb, k);
+    c->api->backend->ops->ack(c->api->backend, id, lease, result, result_len, true, job_cb, k);
 }
 
 static void route_fail(ctx_t *c, const seg_t *sid)
@@ -982,7 +982,7 @@ static void route_ack_batch(ctx_t *c)
         uint64_t lease;
         sp_json_val_t result;
         if (ack_entry(e, s, &lease, &result))
-            be->ops->ack(be, s->id, lease, result.start, result.len, ack_one_cb, s);
+            be->ops->ack(be, s->id, lease, result.start, result.len, false, ack_one_cb, s);
         else
             ackbatch_done(ab);
     }

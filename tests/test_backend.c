@@ -291,17 +291,17 @@ static void test_lease_ack_fencing(void **state)
     assert_true(l.leases[0] != 0);
 
     res_t a = {0};
-    f->b->ops->ack(f->b, id, l.leases[0] + 1, "1", 1, job_cb, &a);
+    f->b->ops->ack(f->b, id, l.leases[0] + 1, "1", 1, true, job_cb, &a);
     run_until(f, &a.done, WAIT_MS);
     assert_int_equal(a.status, SP_ECONFLICT);
     memset(&a, 0, sizeof a);
-    f->b->ops->ack(f->b, id, l.leases[0], "1", 1, job_cb, &a);
+    f->b->ops->ack(f->b, id, l.leases[0], "1", 1, true, job_cb, &a);
     run_until(f, &a.done, WAIT_MS);
     assert_int_equal(a.status, 0);
     assert_int_equal(a.state, SP_STATE_SUCCEEDED);
     /* the same ack again answers again */
     memset(&a, 0, sizeof a);
-    f->b->ops->ack(f->b, id, l.leases[0], "1", 1, job_cb, &a);
+    f->b->ops->ack(f->b, id, l.leases[0], "1", 1, true, job_cb, &a);
     run_until(f, &a.done, WAIT_MS);
     assert_int_equal(a.status, 0);
     res_t q = queue_stats(f, "a");
@@ -378,7 +378,7 @@ static void test_expired_lease(void **state)
     res_t g = wait_state(f, id, SP_STATE_QUEUED);
     assert_non_null(strstr(g.last_error, "lease expired"));
     res_t a = {0};
-    f->b->ops->ack(f->b, id, l.leases[0], NULL, 0, job_cb, &a);
+    f->b->ops->ack(f->b, id, l.leases[0], NULL, 0, true, job_cb, &a);
     run_until(f, &a.done, WAIT_MS);
     assert_int_equal(a.status, SP_ECONFLICT);
     l = lease(f, "c", 1, 0);
@@ -410,7 +410,7 @@ static void test_waits(void **state)
     run_for(f, 50);
     assert_false(g.done);
     res_t a = {0};
-    f->b->ops->ack(f->b, id, l.leases[0], NULL, 0, job_cb, &a);
+    f->b->ops->ack(f->b, id, l.leases[0], NULL, 0, true, job_cb, &a);
     run_until(f, &a.done, WAIT_MS);
     run_until(f, &g.done, WAIT_MS);
     assert_int_equal(g.status, 0);

@@ -243,7 +243,7 @@ static size_t do_lease(fx_t *f, const char *queue, size_t max, res_t *r)
 static int do_ack(fx_t *f, uint64_t id, uint64_t lease)
 {
     res_t r = {0};
-    f->b->ops->ack(f->b, id, lease, "{\"ok\":true}", 11, job_cb, &r);
+    f->b->ops->ack(f->b, id, lease, "{\"ok\":true}", 11, true, job_cb, &r);
     run_until(f, &r.done);
     return r.status;
 }

@@ -211,7 +211,7 @@ static void job_done(sp_hjob_t *job, bool ok, const char *text, size_t len, bool
                 text = "null";
                 len = 4;
             }
-            p->b->ops->ack(p->b, job->id, job->lease, text, len, final_answered, s);
+            p->b->ops->ack(p->b, job->id, job->lease, text, len, false, final_answered, s);
         } else {
             s->op = "fail";
             p->b->ops->fail(p->b, job->id, job->lease, text, text ? len : 0, retry, -1,
