@@ -679,6 +679,9 @@ struct redis_backend {
     uv_loop_t *loop;
     char host[256];
     int port, db;
+    char user[128], password[256];
+    bool has_password;
+    bool auth_refused; /* the last AUTH was refused (logged once until one succeeds) */
     int64_t retention_ms, idem_ttl_ms;
     uint64_t max_depth;
     int64_t connect_timeout_ms, command_timeout_ms;
@@ -720,17 +723,68 @@ static uint64_t rng_next(redis_backend_t *rb)
 
 /* ---- URL and the start-up check --------------------------------------------------------- */
 
-int sp_backend_redis_parse_url(const char *url, char *host, size_t hostcap, int *port, int *db,
-                               char *err, size_t errlen)
+/* Percent-decodes src[0..n) into out (cap bytes, NUL-terminated); false when malformed or too
+ * long. */
+static bool url_decode(const char *src, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        if (c == '%') {
+            int v = 0;
+            for (int d = 1; d <= 2; d++) {
+                char h = i + (size_t)d < n ? src[i + (size_t)d] : '\0';
+                int x = h >= '0' && h <= '9'   ? h - '0'
+                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                        : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                               : -1;
+                if (x < 0) return false;
+                v = v * 16 + x;
+            }
+            if (v == 0) return false;
+            c = (unsigned char)v;
+            i += 2;
+        }
+        if (k + 1 >= cap) return false;
+        out[k++] = (char)c;
+    }
+    out[k] = '\0';
+    return true;
+}
+
+int sp_backend_redis_parse_url(const char *url, sp_redis_url_t *u, char *err, size_t errlen)
 {
     static const char scheme[] = "redis://";
+    memset(u, 0, sizeof *u);
     if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
-        snprintf(err, errlen, "expected redis://HOST:PORT[/DB], got '%s'", url);
+        snprintf(err, errlen, "expected redis://[[USER]:PASSWORD@]HOST:PORT[/DB], got '%s'", url);
         return SP_EINVAL;
     }
     const char *h = url + sizeof scheme - 1;
     const char *slash = strchr(h, '/');
     const char *end = slash ? slash : h + strlen(h);
+    /* Credentials end at the last '@' before the path (a password may hold '@' encoded). */
+    const char *at = NULL;
+    for (const char *p = h; p < end; p++)
+        if (*p == '@') at = p;
+    if (at) {
+        const char *colon = memchr(h, ':', (size_t)(at - h));
+        bool ok;
+        if (colon) {
+            ok = url_decode(h, (size_t)(colon - h), u->user, sizeof u->user) &&
+                 url_decode(colon + 1, (size_t)(at - colon - 1), u->password, sizeof u->password);
+        } else {
+            ok = url_decode(h, (size_t)(at - h), u->password, sizeof u->password);
+        }
+        if (!ok || u->password[0] == '\0') {
+            snprintf(err, errlen,
+                     "bad credentials in the Redis URL: expected [USER]:PASSWORD@ with "
+                     "special characters percent-encoded");
+            return SP_EINVAL;
+        }
+        u->has_password = true;
+        h = at + 1;
+    }
     const char *colon = NULL;
     for (const char *p = h; p < end; p++)
         if (*p == ':') colon = p;
@@ -740,42 +794,48 @@ int sp_backend_redis_parse_url(const char *url, char *host, size_t hostcap, int 
         if (!rb || (colon && colon < rb)) colon = NULL;
         if (rb && colon) h++;
         if (!rb) {
-            snprintf(err, errlen, "unterminated [ in '%s'", url);
+            snprintf(err, errlen, "unterminated [ in the Redis URL's host");
             return SP_EINVAL;
         }
     }
     const char *hend = colon ? colon : end;
     if (hend > h && hend[-1] == ']') hend--;
     size_t hl = (size_t)(hend - h);
-    if (hl == 0 || hl >= hostcap) {
-        snprintf(err, errlen, "missing or too long host in '%s'", url);
+    if (hl == 0 || hl >= sizeof u->host) {
+        snprintf(err, errlen, "missing or too long host in the Redis URL");
         return SP_EINVAL;
     }
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    *port = 6379;
-    *db = 0;
+    memcpy(u->host, h, hl);
+    u->host[hl] = '\0';
+    u->port = 6379;
     if (colon) {
         char *e;
         errno = 0;
         long p = strtol(colon + 1, &e, 10);
         if (errno || e != end || e == colon + 1 || p < 1 || p > 65535) {
-            snprintf(err, errlen, "bad port in '%s'", url);
+            snprintf(err, errlen, "bad port in the Redis URL (1-65535)");
             return SP_EINVAL;
         }
-        *port = (int)p;
+        u->port = (int)p;
     }
     if (slash && slash[1]) {
         char *e;
         errno = 0;
         long d = strtol(slash + 1, &e, 10);
         if (errno || *e || d < 0 || d > 65535) {
-            snprintf(err, errlen, "bad database number in '%s'", url);
+            snprintf(err, errlen, "bad database number in the Redis URL");
             return SP_EINVAL;
         }
-        *db = (int)d;
+        u->db = (int)d;
     }
     return 0;
+}
+
+void sp_backend_redis_url_text(const sp_redis_url_t *u, char *out, size_t cap)
+{
+    bool v6 = strchr(u->host, ':') != NULL;
+    snprintf(out, cap, "redis://%s%s%s:%d/%d", v6 ? "[" : "", u->host, v6 ? "]" : "", u->port,
+             u->db);
 }
 
 /* The value of `field` in an INFO text, copied into out; false when absent. */
@@ -795,8 +855,26 @@ static bool info_field(const char *info, const char *field, char *out, size_t ca
     return false;
 }
 
-static int start_check(const char *host, int port, int64_t timeout_ms, char *err, size_t errlen)
+/* AUTH with the URL's credentials: "AUTH PASSWORD" or "AUTH USER PASSWORD". */
+static int auth_argv(const redis_backend_t *rb, const char **av, size_t *al)
 {
+    int n = 0;
+    av[n] = "AUTH";
+    al[n++] = 4;
+    if (rb->user[0]) {
+        av[n] = rb->user;
+        al[n++] = strlen(rb->user);
+    }
+    av[n] = rb->password;
+    al[n++] = strlen(rb->password);
+    return n;
+}
+
+static int start_check(const redis_backend_t *rb, char *err, size_t errlen)
+{
+    const char *host = rb->host;
+    int port = rb->port;
+    int64_t timeout_ms = rb->connect_timeout_ms;
     struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
     redisContext *c = redisConnectWithTimeout(host, port, tv);
     if (!c || c->err) {
@@ -807,7 +885,42 @@ static int start_check(const char *host, int port, int64_t timeout_ms, char *err
     }
     redisSetTimeout(c, tv);
     int rc = 0;
-    redisReply *r = redisCommand(c, "CONFIG GET maxmemory-policy");
+    redisReply *r;
+    if (rb->has_password) {
+        const char *av[3];
+        size_t al[3];
+        int n = auth_argv(rb, av, al);
+        r = redisCommandArgv(c, n, av, al);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "Redis at %s:%d refused the URL's credentials: %s", host, port,
+                     r ? r->str : c->errstr);
+            if (r) freeReplyObject(r);
+            redisFree(c);
+            return r ? SP_EINVAL : SP_EUNAVAIL;
+        }
+        freeReplyObject(r);
+    }
+    if (rb->db) {
+        r = redisCommand(c, "SELECT %d", rb->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "Redis at %s:%d refused database %d: %s", host, port, rb->db,
+                     r ? r->str : c->errstr);
+            if (r) freeReplyObject(r);
+            redisFree(c);
+            return r ? SP_EINVAL : SP_EUNAVAIL;
+        }
+        freeReplyObject(r);
+    }
+    r = redisCommand(c, "CONFIG GET maxmemory-policy");
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0) {
+        snprintf(err, errlen,
+                 "Redis at %s:%d requires a password: give it in the URL, "
+                 "redis://[USER]:PASSWORD@HOST:PORT",
+                 host, port);
+        freeReplyObject(r);
+        redisFree(c);
+        return SP_EINVAL;
+    }
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
         r->element[1]->type == REDIS_REPLY_STRING) {
         const char *pol = r->element[1]->str;
@@ -1156,6 +1269,20 @@ static void ignore_reply(redisAsyncContext *ac, void *reply, void *priv)
 
 static void on_event(redisAsyncContext *ac, void *reply, void *priv);
 
+/* A refused AUTH leaves the connection unready; it is dropped and tried again like one that
+ * does not answer. Said once per outage. */
+static void auth_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    redis_backend_t *rb = priv;
+    redisReply *r = reply;
+    if (!r) return;
+    bool refused = r->type == REDIS_REPLY_ERROR;
+    if (refused && !rb->auth_refused)
+        sp_error("Redis at %s:%d refused the URL's credentials: %s", rb->host, rb->port, r->str);
+    rb->auth_refused = refused;
+}
+
 static void conn_start(redis_backend_t *rb, conn_t *c)
 {
     redisAsyncContext *ac = redisAsyncConnect(rb->host, rb->port);
@@ -1177,6 +1304,12 @@ static void conn_start(redis_backend_t *rb, conn_t *c)
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     /* Pipelined behind the connect: they run once it is up. */
+    if (rb->has_password) {
+        const char *av[3];
+        size_t al[3];
+        int n = auth_argv(rb, av, al);
+        redisAsyncCommandArgv(ac, auth_reply, rb, n, av, al);
+    }
     if (rb->db) redisAsyncCommand(ac, ignore_reply, NULL, "SELECT %d", rb->db);
     if (c == &rb->cmd)
         redisAsyncCommand(ac, script_loaded, rb, "SCRIPT LOAD %b", lua_src, sizeof lua_src - 1);
@@ -2743,16 +2876,23 @@ int sp_backend_redis_new(uv_loop_t *loop, const sp_backend_redis_opts_t *o, sp_b
         snprintf(err, errlen, "out of memory");
         return SP_ENOMEM;
     }
-    int rc = sp_backend_redis_parse_url(o->url, rb->host, sizeof rb->host, &rb->port, &rb->db, err,
-                                        errlen);
+    sp_redis_url_t u;
+    int rc = sp_backend_redis_parse_url(o->url, &u, err, errlen);
     if (rc) {
         free(rb);
         return rc;
     }
+    memcpy(rb->host, u.host, sizeof rb->host);
+    rb->port = u.port;
+    rb->db = u.db;
+    memcpy(rb->user, u.user, sizeof rb->user);
+    memcpy(rb->password, u.password, sizeof rb->password);
+    rb->has_password = u.has_password;
+    memset(&u, 0, sizeof u);
     rb->connect_timeout_ms = o->connect_timeout_ms ? (int64_t)o->connect_timeout_ms : 2000;
     rb->command_timeout_ms = o->command_timeout_ms ? (int64_t)o->command_timeout_ms : 5000;
     if (!o->skip_start_check) {
-        rc = start_check(rb->host, rb->port, rb->connect_timeout_ms, err, errlen);
+        rc = start_check(rb, err, errlen);
         if (rc) {
             free(rb);
             return rc;

@@ -18,7 +18,7 @@
 #include "backend.h"
 
 typedef struct {
-    const char *url;             /* "redis://HOST:PORT[/DB]"; copied */
+    const char *url;             /* "redis://[[USER]:PASSWORD@]HOST:PORT[/DB]"; copied */
     int64_t retention_ms;        /* how long finished jobs are kept; 0: 24 h; < 0: this process
                                   * never drops finished jobs (another one does) */
     int64_t idem_ttl_ms;         /* how long an idempotency key lives; <= 0: 24 h */
@@ -28,9 +28,21 @@ typedef struct {
     bool skip_start_check;       /* tests only: no maxmemory-policy check at start */
 } sp_backend_redis_opts_t;
 
+/* A parsed redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (USER and PASSWORD percent-decoded;
+ * "redis://PASSWORD@HOST" is a password alone). */
+typedef struct {
+    char host[256];
+    int port, db;
+    char user[128];     /* "" for the default user */
+    char password[256]; /* "" with has_password false: no AUTH */
+    bool has_password;
+} sp_redis_url_t;
+
 /* Parses a redis:// URL. Returns 0, or SP_EINVAL with a message in err. */
-int sp_backend_redis_parse_url(const char *url, char *host, size_t hostcap, int *port, int *db,
-                               char *err, size_t errlen);
+int sp_backend_redis_parse_url(const char *url, sp_redis_url_t *out, char *err, size_t errlen);
+
+/* The URL without its credentials, "redis://HOST:PORT/DB", for logs. */
+void sp_backend_redis_url_text(const sp_redis_url_t *u, char *out, size_t cap);
 
 /* Connects once, synchronously, to check the server: refuses (SP_EINVAL, message in err) a
  * Redis whose maxmemory-policy may evict keys, answers SP_EUNAVAIL when it cannot be reached

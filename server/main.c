@@ -186,7 +186,8 @@ int main(int argc, char **argv)
         {"listen", SP_FLAG_STRING, &listen, 0, 0, "HOST:PORT",
          "address to listen on; port 0 picks a free port"},
         {"backend", SP_FLAG_STRING, &backend, 0, 0, "memory",
-         "job store: memory, or redis://HOST:PORT[/DB] (shared by many servers and workers)"},
+         "job store: memory, or redis://[[USER]:PASSWORD@]HOST:PORT[/DB] (shared by many servers "
+         "and workers)"},
         {"data-dir", SP_FLAG_STRING, &data_dir, 0, 0, "DIR",
          "keep jobs across restarts: the memory backend's journal and snapshots live here"},
         {"fsync", SP_FLAG_STRING, &fsync_mode, 0, 0, "always|interval",
@@ -379,10 +380,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (use_redis)
-        sp_info("spool-server %s on %s: backend %s, %lld workers", SP_VERSION, bound, backend,
+    if (use_redis) {
+        /* The URL as logged leaves out its credentials. */
+        char shown[300] = "redis";
+        sp_redis_url_t u;
+        char uerr[16];
+        if (sp_backend_redis_parse_url(backend, &u, uerr, sizeof uerr) == 0)
+            sp_backend_redis_url_text(&u, shown, sizeof shown);
+        memset(&u, 0, sizeof u);
+        sp_info("spool-server %s on %s: backend %s, %lld workers", SP_VERSION, bound, shown,
                 (long long)workers);
-    else
+    } else
         sp_info("spool-server %s on %s: backend memory (%s%s%s), %lld workers", SP_VERSION, bound,
                 data_dir ? "journal in " : "volatile", data_dir ? data_dir : "",
                 data_dir ? (fsync_always ? ", fsync always" : ", fsync every 10 ms") : "",

@@ -2,8 +2,8 @@
  * test_redis.c - the Redis backend with real processes: two servers and two spool-workers on
  * one Redis doing each job exactly once, a long poll on one server woken by a submission to
  * the other, Redis restarted mid-load with AOF on (nothing accepted lost, 503 while down,
- * recovery without restarting Spool), the script reloaded after SCRIPT FLUSH, and a Redis that
- * may evict keys refused at start.
+ * recovery without restarting Spool), the script reloaded after SCRIPT FLUSH, a Redis that
+ * may evict keys refused at start, and a password in the URL.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -256,6 +256,72 @@ static void test_script_flush(void **state)
     assert_int_equal(spt_redis_stop(&r, false), 0);
 }
 
+/* Exits with code 2 and stderr naming `why`: a start refused for its URL. */
+static void expect_refused(const char *bin, const char *url, const char *why)
+{
+    const char *args[] = {"--listen", "127.0.0.1:0", "--backend", url, NULL};
+    spt_proc_t p;
+    bool server = strcmp(bin, "spool-server") == 0;
+    assert_int_equal(spt_start(&p, bin, server ? args : args + 2, NULL, false), 0);
+    char *err = NULL;
+    assert_int_equal(spt_finish(&p, 20000, NULL, &err), 2);
+    assert_non_null(err);
+    if (!strstr(err, why)) fail_msg("%s did not say '%s': %s", bin, why, err);
+    free(err);
+}
+
+static void test_password(void **state)
+{
+    (void)state;
+    spt_redis_t r;
+    assert_int_equal(spt_redis_start(&r, NULL), 0);
+    freeReplyObject(redis_do(r.port, "CONFIG SET requirepass p@ss:w/rd%"));
+    char url[160];
+
+    /* Without the password, or with a wrong one, a server and a worker refuse to start. */
+    redis_url(&r, url, sizeof url);
+    expect_refused("spool-server", url, "requires a password");
+    expect_refused("spool-worker", url, "requires a password");
+    snprintf(url, sizeof url, "redis://:nope@127.0.0.1:%d", r.port);
+    expect_refused("spool-server", url, "refused the URL's credentials");
+    snprintf(url, sizeof url, "redis://default:p%%40ss:w/rd%%25@127.0.0.1:%d", r.port);
+    expect_refused("spool-server", url, "bad port");
+
+    /* Percent-encoded, with the default user named or not, and a database: it works, and the
+     * password is not written to the log. */
+    const char *forms[] = {"redis://:p%%40ss%%3Aw%%2Frd%%25@127.0.0.1:%d/2",
+                           "redis://default:p%%40ss%%3Aw%%2Frd%%25@127.0.0.1:%d/2"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(url, sizeof url, forms[i], r.port);
+        spt_proc_t s;
+        SPT_START(s, "--backend", url, "--log-level", "info");
+        SPT_EXPECT(s.port, "GET", "/readyz", NULL, NULL, 200, NULL);
+        char id[32];
+        assert_int_equal(spt_submit(s.port, "pw", "t", "", id, sizeof id), 201);
+        char *log = spt_log(&s);
+        assert_non_null(log);
+        assert_non_null(strstr(log, "backend redis://127.0.0.1:"));
+        assert_null(strstr(log, "p@ss"));
+        assert_null(strstr(log, "%40"));
+        free(log);
+        SPT_STOP(s);
+    }
+    struct timeval tv = {5, 0};
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", r.port, tv);
+    assert_non_null(c);
+    redisReply *rep = redisCommand(c, "AUTH %s", "p@ss:w/rd%");
+    assert_int_equal(rep->type, REDIS_REPLY_STATUS);
+    freeReplyObject(rep);
+    rep = redisCommand(c, "SELECT 2");
+    freeReplyObject(rep);
+    rep = redisCommand(c, "HGET spool:{pw}:stats enq");
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    SPT_ASSERT_STR(rep->str, "2");
+    freeReplyObject(rep);
+    redisFree(c);
+    assert_int_equal(spt_redis_stop(&r, false), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_two_servers_two_workers),
         cmocka_unit_test(test_redis_restart),
         cmocka_unit_test(test_script_flush),
+        cmocka_unit_test(test_password),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

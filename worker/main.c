@@ -152,7 +152,7 @@ int main(int argc, char **argv)
     sp_flag_t flags[] = {
         {"server", SP_FLAG_STRING, &server, 0, 0, "URL",
          "the spool-server to take jobs from, http://HOST:PORT"},
-        {"backend", SP_FLAG_STRING, &backend, 0, 0, "redis://HOST:PORT[/DB]",
+        {"backend", SP_FLAG_STRING, &backend, 0, 0, "redis://[[USER]:PASSWORD@]HOST:PORT[/DB]",
          "take jobs from Redis directly instead of a server"},
         {"queues", SP_FLAG_STRING, &queues, 0, 0, "A,B",
          "queues to drain, in order of preference (default: every queue)"},
@@ -269,8 +269,17 @@ int main(int argc, char **argv)
     uv_signal_start(&w.sigterm, on_signal, SIGTERM);
     uv_signal_start(&w.sigint, on_signal, SIGINT);
 
+    /* The URL as logged leaves out its credentials. */
+    char shown[300] = "redis";
+    if (backend) {
+        sp_redis_url_t u;
+        char uerr[16];
+        if (sp_backend_redis_parse_url(backend, &u, uerr, sizeof uerr) == 0)
+            sp_backend_redis_url_text(&u, shown, sizeof shown);
+        memset(&u, 0, sizeof u);
+    }
     sp_info("spool-worker %s: %lld slots, %s %s, queues %s%s%s", name, (long long)concurrency,
-            backend ? "backend" : "server", backend ? backend : server,
+            backend ? "backend" : "server", backend ? shown : server,
             queues ? queues : "(every queue)", handlers ? ", handlers " : "",
             handlers ? handlers : "");
     sp_pool_start(w.pool);
