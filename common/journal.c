@@ -4,10 +4,10 @@
  *
  * One loop thread owns the journal. A loop turn's changes are noted as job ids and queues; at
  * the end of the turn (a uv_check) their resulting state is encoded into one buffer, and one
- * pwrite + fdatasync of that buffer runs on the thread pool while the loop serves on. Two groups
- * may be in flight (the next starts while the previous one syncs); they are answered strictly in
- * order, so under load every fsync carries many answers. A failed group, and any after it, are
- * rewritten from the last durable offset.
+ * pwrite + fdatasync of that buffer runs on the thread pool while the loop serves on. The next
+ * group forms while one syncs and starts when it is done, so under load every fsync carries
+ * many answers (MAX_INFLIGHT groups may be in flight, answered strictly in order). A failed
+ * group, and any after it, are rewritten from the last durable offset.
  *
  * A snapshot is written without stopping the loop: the log is first switched to a new segment,
  * then the engine's jobs are encoded a chunk per step on the loop and written on the thread
@@ -357,7 +357,11 @@ typedef struct {
     int err;         /* errno, 0 on success */
 } wjob_t;
 
-#define MAX_INFLIGHT 2
+/* Groups written at once. One: on a 2-core machine with the server pinned to one core, two in
+ * flight made smaller groups, more fsyncs and thread switches, and 12 % fewer durable submits
+ * (bench/run.sh durable). With one, a write cut short is always the journal's last: replay
+ * truncates it alone, never refusing to start on a torn group followed by a whole one. */
+#define MAX_INFLIGHT 1
 
 typedef struct {
     wjob_t w;
@@ -1229,8 +1233,8 @@ static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_
         /* Torn: the last write stopped inside this record, and nothing was written after it
          * (only zeros, or the end of the file). */
         size_t end = (uint64_t)declared + HDR >= rest ? rest : HDR + declared;
-        /* A zero length is a hole: a later group reached the file before an earlier one (two
-         * are written at once), and neither was answered. */
+        /* A zero length is a hole: a later part of the last write reached the disk before an
+         * earlier one (a power cut before its fsync), and none of it was answered. */
         bool torn = is_last && !is_snap &&
                     (n == 0 || declared == 0 || all_zero(m.p + off + end, rest - end));
         if (!torn && !is_snap && off == cut_at) {
