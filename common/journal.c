@@ -432,6 +432,11 @@ struct sp_journal {
     bool rotate_pending;
     bool lost_notes; /* a change could not be noted: only a snapshot has it */
     uint64_t last_snap_bytes;
+    /* How much of the current segment later records superseded (a job's older states, jobs
+     * since forgotten), estimated as a job record's average size per superseding record. */
+    uint64_t dead_bytes;
+    uint64_t job_rec_bytes, job_recs; /* for that average, over the segment */
+    uint64_t max_id_logged;           /* a record of a job at or below it supersedes one */
     /* closing */
     bool closing;
     bool finished; /* closing: the handles are being closed */
@@ -709,15 +714,24 @@ void sp_journal_after(sp_journal_t *j, void (*fn)(void *arg, int status, const c
 static bool encode_group(sp_journal_t *j)
 {
     size_t keep = j->gbuf.len;
+    uint64_t dead = 0, bytes = 0, recs = 0, max_id = j->max_id_logged;
     for (size_t i = 0; i < j->nids && !j->gbuf.oom; i++) {
-        sp_ejob_t *job = sp_engine_get(j->e, j->ids[i]);
+        uint64_t id = j->ids[i];
+        sp_ejob_t *job = sp_engine_get(j->e, id);
+        size_t before = j->gbuf.len;
         if (job) {
             sp_jobrec_t rec;
             sp_engine_view_full(j->e, job, &rec);
             sp_jrec_put_job(&j->gbuf, &rec);
+            bytes += j->gbuf.len - before;
+            recs++;
         } else {
-            sp_jrec_put_forget(&j->gbuf, j->ids[i]);
+            sp_jrec_put_forget(&j->gbuf, id);
         }
+        if (id <= max_id)
+            dead++;
+        else
+            max_id = id;
     }
     int64_t now = sp_now_ms();
     for (size_t i = 0; i < j->nqs && !j->gbuf.oom; i++) {
@@ -731,7 +745,21 @@ static bool encode_group(sp_journal_t *j)
         return false;
     }
     j->nids = j->nqs = 0;
+    j->job_rec_bytes += bytes;
+    j->job_recs += recs;
+    j->max_id_logged = max_id;
+    if (dead && j->job_recs) j->dead_bytes += dead * (j->job_rec_bytes / j->job_recs);
     return true;
+}
+
+/* A segment is compacted once past max(compact_min, the last snapshot) and at least half made
+ * of superseded records. A log of mostly live jobs (a burst of submissions nobody takes yet)
+ * replays as fast as a snapshot of the same jobs would; rewriting it would only load the disk
+ * while it is busiest. */
+static bool compact_due(const sp_journal_t *j)
+{
+    uint64_t size = (uint64_t)j->seg_off;
+    return size > SP_MAX(j->o.compact_min, j->last_snap_bytes) && j->dead_bytes >= size / 2;
 }
 
 static int open_segment(sp_journal_t *j, uint64_t seq)
@@ -754,6 +782,9 @@ static int open_segment(sp_journal_t *j, uint64_t seq)
     j->seg_zeroed = st.st_size;
     j->seg_zeroed_planned = st.st_size;
     j->seg_new = true;
+    /* What an existing segment holds is not known record by record: counted as superseded. */
+    j->dead_bytes = (uint64_t)st.st_size;
+    j->job_rec_bytes = j->job_recs = 0;
     return 0;
 }
 
@@ -830,8 +861,7 @@ static void after_write(uv_work_t *req, int status)
             maybe_finish_close(j);
         return;
     }
-    if (!j->failing && !j->snap.active && !j->rotate_pending &&
-        (j->lost_notes || (uint64_t)j->seg_off > SP_MAX(j->o.compact_min, j->last_snap_bytes))) {
+    if (!j->failing && !j->snap.active && !j->rotate_pending && (j->lost_notes || compact_due(j))) {
         j->lost_notes = false;
         sp_journal_compact(j);
     }
@@ -1471,6 +1501,8 @@ int sp_journal_open(uv_loop_t *loop, const sp_journal_opts_t *o, sp_engine_t *e,
     sp_info("journal: %s: %zu jobs loaded (%" PRIu64 " records, %zu log files) in %llu ms", j->dir,
             sp_engine_job_count(e), rs.records, nlogs,
             (unsigned long long)((uv_hrtime() - t0) / 1000000));
+    uint64_t next = sp_engine_next_id(e);
+    j->max_id_logged = next > 0 ? next - 1 : 0;
     /* A long tail or many segments (restarts) are folded into a snapshot at once. */
     if (rs.log_bytes > j->o.compact_min || nlogs > 4) sp_journal_compact(j);
     *out = j;

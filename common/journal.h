@@ -32,7 +32,8 @@ typedef struct {
      * last interval. */
     bool fsync_always;
     int64_t interval_ms;     /* default 10 */
-    uint64_t compact_min;    /* a segment past max(this, the last snapshot) is compacted; 64 MiB */
+    uint64_t compact_min;    /* a segment past max(this, the last snapshot) and half superseded
+                              * records is compacted; 64 MiB */
     const char *truncate_at; /* "journal-N.log:OFFSET": the way out of a corrupt record */
     /* Called when writes succeed again after failing (the disk has room again); may be NULL. */
     void (*on_writable)(void *ud);

@@ -783,6 +783,25 @@ static void test_automatic_compaction(void **state)
     free(after);
 }
 
+/* A log of live jobs only (a burst nobody takes yet) is not rewritten into a snapshot, however
+ * long: it replays as fast as one. Once most of it is superseded, it is compacted. */
+static void test_no_compaction_of_live_jobs(void **state)
+{
+    fx_t *f = *state;
+    f->compact_min = 32 << 10;
+    fx_open(f);
+    for (int round = 0; round < 6; round++) do_batch(f, "live", 300);
+    sp_journal_t *j = sp_backend_memory_journal(f->b);
+    for (int i = 0; i < 1000; i++) uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_false(sp_journal_compacting(j));
+    assert_int_equal(count_files(f, "snapshot-"), 0);
+    do_purge(f, "live", SP_STATE_QUEUED);
+    do_batch(f, "live", 10);
+    wait_compacted(f);
+    assert_int_equal(count_files(f, "snapshot-"), 1);
+    fx_close(f);
+}
+
 static void test_lock(void **state)
 {
     fx_t *f = *state;
@@ -822,6 +841,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_and_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_while_changing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_automatic_compaction, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_compaction_of_live_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fsync_interval, setup, teardown),
     };
