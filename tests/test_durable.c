@@ -3,7 +3,8 @@
  * concurrent submissions, leases and acks, several times over one directory, and after each
  * restart every job answered 2xx is there with a state at least as far along as its last 2xx
  * said (and its lease still acks); the directory lock; a full disk (RLIMIT_FSIZE), where
- * submissions get 503 and nothing accepted is lost, and service resumes when space returns.
+ * submissions get 503, a long poll is not served, nothing accepted is lost, and service (the
+ * waiting poll included) resumes when space returns.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -334,6 +335,24 @@ static void test_disk_full(void **state)
     uint64_t *ids = calloc(4000, sizeof *ids);
     assert_non_null(ids);
     size_t nids = 0, refused = 0;
+    /* A long poll waits on a queue whose one job comes due while the disk is full: a lease
+     * then could not be kept, so the poll is not served until the journal writes again. */
+    spt_resp_t d =
+        spt_do(p.port, "POST", "/v1/queues/lp/jobs", "{\"type\":\"t\",\"delay_ms\":4000}", NULL);
+    assert_int_equal(d.status, 201);
+    uint64_t due_id = parse_id(spt_jstr(d.json, "id"));
+    ids[nids++] = due_id;
+    spt_resp_free(&d);
+    long long due_at = spt_now_ms() + 4000;
+    const char *lp = "{\"queues\":[\"lp\"],\"wait_ms\":20000}";
+    char lreq[256];
+    snprintf(lreq, sizeof lreq,
+             "POST /v1/lease HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+             "Content-Length: %zu\r\n\r\n%s",
+             strlen(lp), lp);
+    int poll_fd = spt_connect(p.port);
+    assert_true(poll_fd >= 0);
+    assert_int_equal(spt_send(poll_fd, lreq, strlen(lreq)), 0);
     char body[512], pad[301];
     memset(pad, 'x', 300);
     pad[300] = '\0';
@@ -352,6 +371,10 @@ static void test_disk_full(void **state)
     }
     assert_true(nids > 10);
     assert_int_equal(refused, 3);
+    if (spt_now_ms() > due_at - 500) fail_msg("filling the disk took longer than the delay");
+    /* Due, and still not handed out while the journal cannot write. */
+    spt_sleep_ms((unsigned)(due_at - spt_now_ms()));
+    assert_false(spt_recv_until(poll_fd, "HTTP/1.1", 1000));
     /* Space returns: the server retries its write and accepts again. */
     struct rlimit big = old;
     assert_int_equal(prlimit(p.pid, RLIMIT_FSIZE, &big, NULL), 0);
@@ -366,6 +389,18 @@ static void test_disk_full(void **state)
         spt_sleep_ms(20);
     }
     assert_int_equal(status, 201);
+    /* Writing again, the waiting poll gets the job. */
+    spt_resp_t l;
+    assert_int_equal(spt_read_response(poll_fd, &l, false), 0);
+    assert_int_equal(l.status, 200);
+    char *got = spt_json_at(l.body, l.body_len, "jobs.0.id");
+    assert_non_null(got);
+    char want[32];
+    snprintf(want, sizeof want, "\"%llu\"", (unsigned long long)due_id);
+    SPT_ASSERT_STR(got, want);
+    free(got);
+    spt_resp_free(&l);
+    spt_close(poll_fd);
     /* Nothing accepted is lost, across a crash. */
     assert_int_equal(spt_signal(&p, SIGKILL), 0);
     spt_finish(&p, 10000, NULL, NULL);
