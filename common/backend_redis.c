@@ -894,9 +894,10 @@ static int start_check(const redis_backend_t *rb, char *err, size_t errlen)
         if (!r || r->type == REDIS_REPLY_ERROR) {
             snprintf(err, errlen, "Redis at %s:%d refused the URL's credentials: %s", host, port,
                      r ? r->str : c->errstr);
+            int rc2 = r ? SP_EINVAL : SP_EUNAVAIL;
             if (r) freeReplyObject(r);
             redisFree(c);
-            return r ? SP_EINVAL : SP_EUNAVAIL;
+            return rc2;
         }
         freeReplyObject(r);
     }
@@ -905,9 +906,10 @@ static int start_check(const redis_backend_t *rb, char *err, size_t errlen)
         if (!r || r->type == REDIS_REPLY_ERROR) {
             snprintf(err, errlen, "Redis at %s:%d refused database %d: %s", host, port, rb->db,
                      r ? r->str : c->errstr);
+            int rc2 = r ? SP_EINVAL : SP_EUNAVAIL;
             if (r) freeReplyObject(r);
             redisFree(c);
-            return r ? SP_EINVAL : SP_EUNAVAIL;
+            return rc2;
         }
         freeReplyObject(r);
     }
@@ -952,7 +954,6 @@ static int start_check(const redis_backend_t *rb, char *err, size_t errlen)
         r = redisCommand(c, "EXISTS spool:ids");
         bool old = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
         if (r) freeReplyObject(r);
-        r = old ? NULL : redisCommand(c, "SET spool:layout %s NX", LAYOUT);
         if (old) {
             snprintf(err, errlen,
                      "Redis at %s:%d holds jobs in an older Spool key layout; drain them with the "
@@ -961,6 +962,7 @@ static int start_check(const redis_backend_t *rb, char *err, size_t errlen)
             redisFree(c);
             return SP_EINVAL;
         }
+        r = redisCommand(c, "SET spool:layout %s NX", LAYOUT);
     } else if (r && r->type == REDIS_REPLY_STRING && strcmp(r->str, LAYOUT) != 0) {
         snprintf(err, errlen,
                  "Redis at %s:%d holds jobs in Spool key layout %s, and this Spool reads layout "
