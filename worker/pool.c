@@ -22,6 +22,9 @@
  *   and drops the job without an answer.
  * - An ack, fail or release that the backend refuses is logged and the slot freed: the lease
  *   then expires and the job runs again (delivery is at least once).
+ * - A slot whose job succeeded is free again as its ack goes out (FINISHING is for fails and
+ *   releases): the next lease then travels with the acks instead of waiting for their answer.
+ *   The acks still out are counted, and the pool stops only once they are answered.
  */
 #include "pool.h"
 
@@ -106,6 +109,7 @@ struct sp_pool {
     slot_t *lease_slot;   /* reserved for the first job of the pending lease */
     sp_backoff_t backoff; /* between failed lease requests */
     size_t orphans;       /* releases out for jobs that had no slot */
+    size_t acks_out;      /* acks sent for slots already free again */
 
     uv_idle_t idle;
     bool idle_active;
@@ -183,6 +187,26 @@ static void final_answered(void *ud, int status, const char *why, const sp_jobre
     slot_final(s);
 }
 
+/* An ack that outlives its slot: what its answer needs to be logged. */
+typedef struct {
+    sp_pool_t *pool;
+    uint64_t id;
+    uint32_t num;
+} ack_out_t;
+
+static void ack_answered(void *ud, int status, const char *why, const sp_jobrec_t *job)
+{
+    (void)job;
+    ack_out_t *a = ud;
+    sp_pool_t *p = a->pool;
+    if (status < 0)
+        sp_warn("worker %s/%" PRIu32 ": ack of job %" PRIu64 " refused: %s", p->name, a->num, a->id,
+                why ? why : sp_strerror(status));
+    free(a);
+    p->acks_out--;
+    maybe_finish(p);
+}
+
 static void slot_release(slot_t *s)
 {
     sp_pool_t *p = s->pool;
@@ -211,7 +235,19 @@ static void job_done(sp_hjob_t *job, bool ok, const char *text, size_t len, bool
                 text = "null";
                 len = 4;
             }
-            p->b->ops->ack(p->b, job->id, job->lease, text, len, false, final_answered, s);
+            /* The slot is free again as the ack goes out: the next lease can travel with it
+             * instead of waiting for its answer. Shutdown still waits for every ack. */
+            ack_out_t *a = malloc(sizeof *a);
+            if (!a) {
+                p->b->ops->ack(p->b, job->id, job->lease, text, len, false, final_answered, s);
+                break;
+            }
+            a->pool = p;
+            a->id = job->id;
+            a->num = s->num;
+            p->acks_out++;
+            p->b->ops->ack(p->b, job->id, job->lease, text, len, false, ack_answered, a);
+            slot_final(s);
         } else {
             s->op = "fail";
             p->b->ops->fail(p->b, job->id, job->lease, text, text ? len : 0, retry, -1,
@@ -472,7 +508,7 @@ static void handle_closed(uv_handle_t *h)
 static void maybe_finish(sp_pool_t *p)
 {
     if (!p->stopping || p->closing) return;
-    if (p->nfree != p->nslots || p->lease_pending || p->orphans > 0) return;
+    if (p->nfree != p->nslots || p->lease_pending || p->orphans > 0 || p->acks_out > 0) return;
     p->closing = true;
     p->closes_left = 3 + p->nslots;
     uv_close((uv_handle_t *)&p->idle, handle_closed);
