@@ -831,11 +831,17 @@ int sp_backend_redis_parse_url(const char *url, sp_redis_url_t *u, char *err, si
     return 0;
 }
 
-void sp_backend_redis_url_text(const sp_redis_url_t *u, char *out, size_t cap)
+void sp_backend_redis_url_shown(const char *url, char *out, size_t cap)
 {
-    bool v6 = strchr(u->host, ':') != NULL;
-    snprintf(out, cap, "redis://%s%s%s:%d/%d", v6 ? "[" : "", u->host, v6 ? "]" : "", u->port,
-             u->db);
+    sp_redis_url_t u;
+    char err[16];
+    if (sp_backend_redis_parse_url(url, &u, err, sizeof err) != 0) {
+        snprintf(out, cap, "redis");
+        return;
+    }
+    bool v6 = strchr(u.host, ':') != NULL;
+    snprintf(out, cap, "redis://%s%s%s:%d/%d", v6 ? "[" : "", u.host, v6 ? "]" : "", u.port, u.db);
+    memset(&u, 0, sizeof u);
 }
 
 /* The value of `field` in an INFO text, copied into out; false when absent. */

@@ -41,8 +41,9 @@ typedef struct {
 /* Parses a redis:// URL. Returns 0, or SP_EINVAL with a message in err. */
 int sp_backend_redis_parse_url(const char *url, sp_redis_url_t *out, char *err, size_t errlen);
 
-/* The URL without its credentials, "redis://HOST:PORT/DB", for logs. */
-void sp_backend_redis_url_text(const sp_redis_url_t *u, char *out, size_t cap);
+/* A redis:// URL as logs may show it: "redis://HOST:PORT/DB", without credentials ("redis"
+ * when it does not parse). */
+void sp_backend_redis_url_shown(const char *url, char *out, size_t cap);
 
 /* Connects once, synchronously, to check the server: refuses (SP_EINVAL, message in err) a
  * Redis whose maxmemory-policy may evict keys, answers SP_EUNAVAIL when it cannot be reached

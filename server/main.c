@@ -381,20 +381,16 @@ int main(int argc, char **argv)
         }
     }
     if (use_redis) {
-        /* The URL as logged leaves out its credentials. */
-        char shown[300] = "redis";
-        sp_redis_url_t u;
-        char uerr[16];
-        if (sp_backend_redis_parse_url(backend, &u, uerr, sizeof uerr) == 0)
-            sp_backend_redis_url_text(&u, shown, sizeof shown);
-        memset(&u, 0, sizeof u);
+        char shown[300];
+        sp_backend_redis_url_shown(backend, shown, sizeof shown);
         sp_info("spool-server %s on %s: backend %s, %lld workers", SP_VERSION, bound, shown,
                 (long long)workers);
-    } else
+    } else {
         sp_info("spool-server %s on %s: backend memory (%s%s%s), %lld workers", SP_VERSION, bound,
                 data_dir ? "journal in " : "volatile", data_dir ? data_dir : "",
                 data_dir ? (fsync_always ? ", fsync always" : ", fsync every 10 ms") : "",
                 (long long)workers);
+    }
 
     uv_run(s.loop, UV_RUN_DEFAULT);
     sp_handlers_free(htable);

@@ -269,15 +269,8 @@ int main(int argc, char **argv)
     uv_signal_start(&w.sigterm, on_signal, SIGTERM);
     uv_signal_start(&w.sigint, on_signal, SIGINT);
 
-    /* The URL as logged leaves out its credentials. */
-    char shown[300] = "redis";
-    if (backend) {
-        sp_redis_url_t u;
-        char uerr[16];
-        if (sp_backend_redis_parse_url(backend, &u, uerr, sizeof uerr) == 0)
-            sp_backend_redis_url_text(&u, shown, sizeof shown);
-        memset(&u, 0, sizeof u);
-    }
+    char shown[300] = "";
+    if (backend) sp_backend_redis_url_shown(backend, shown, sizeof shown);
     sp_info("spool-worker %s: %lld slots, %s %s, queues %s%s%s", name, (long long)concurrency,
             backend ? "backend" : "server", backend ? shown : server,
             queues ? queues : "(every queue)", handlers ? ", handlers " : "",
