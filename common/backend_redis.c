@@ -876,6 +876,24 @@ static int auth_argv(const redis_backend_t *rb, const char **av, size_t *al)
     return n;
 }
 
+/* The reply to a connection's set-up command (AUTH, SELECT): 0 when accepted; else the
+ * connection is freed, err says what was refused (or that Redis did not answer), and the
+ * status is SP_EINVAL (refused) or SP_EUNAVAIL (no answer). */
+static int setup_reply(redisContext *c, redisReply *r, const redis_backend_t *rb, const char *what,
+                       char *err, size_t errlen)
+{
+    if (r && r->type != REDIS_REPLY_ERROR) {
+        freeReplyObject(r);
+        return 0;
+    }
+    snprintf(err, errlen, "Redis at %s:%d refused %s: %s", rb->host, rb->port, what,
+             r ? r->str : c->errstr);
+    int rc = r ? SP_EINVAL : SP_EUNAVAIL;
+    if (r) freeReplyObject(r);
+    redisFree(c);
+    return rc;
+}
+
 static int start_check(const redis_backend_t *rb, char *err, size_t errlen)
 {
     const char *host = rb->host;
@@ -896,28 +914,15 @@ static int start_check(const redis_backend_t *rb, char *err, size_t errlen)
         const char *av[3];
         size_t al[3];
         int n = auth_argv(rb, av, al);
-        r = redisCommandArgv(c, n, av, al);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "Redis at %s:%d refused the URL's credentials: %s", host, port,
-                     r ? r->str : c->errstr);
-            int rc2 = r ? SP_EINVAL : SP_EUNAVAIL;
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            return rc2;
-        }
-        freeReplyObject(r);
+        rc = setup_reply(c, redisCommandArgv(c, n, av, al), rb, "the URL's credentials", err,
+                         errlen);
+        if (rc) return rc;
     }
     if (rb->db) {
-        r = redisCommand(c, "SELECT %d", rb->db);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "Redis at %s:%d refused database %d: %s", host, port, rb->db,
-                     r ? r->str : c->errstr);
-            int rc2 = r ? SP_EINVAL : SP_EUNAVAIL;
-            if (r) freeReplyObject(r);
-            redisFree(c);
-            return rc2;
-        }
-        freeReplyObject(r);
+        char what[32];
+        snprintf(what, sizeof what, "database %d", rb->db);
+        rc = setup_reply(c, redisCommand(c, "SELECT %d", rb->db), rb, what, err, errlen);
+        if (rc) return rc;
     }
     r = redisCommand(c, "CONFIG GET maxmemory-policy");
     if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0) {
