@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "http.h"
 #include "list.h"
 #include "log.h"
 
@@ -723,31 +724,12 @@ static uint64_t rng_next(redis_backend_t *rb)
 
 /* ---- URL and the start-up check --------------------------------------------------------- */
 
-/* Percent-decodes src[0..n) into out (cap bytes, NUL-terminated); false when malformed or too
- * long. */
+/* Percent-decodes a URL's user or password into out (cap bytes, NUL-terminated); false when
+ * malformed, too long, or holding a NUL. */
 static bool url_decode(const char *src, size_t n, char *out, size_t cap)
 {
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)src[i];
-        if (c == '%') {
-            int v = 0;
-            for (int d = 1; d <= 2; d++) {
-                char h = i + (size_t)d < n ? src[i + (size_t)d] : '\0';
-                int x = h >= '0' && h <= '9'   ? h - '0'
-                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
-                        : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                                               : -1;
-                if (x < 0) return false;
-                v = v * 16 + x;
-            }
-            if (v == 0) return false;
-            c = (unsigned char)v;
-            i += 2;
-        }
-        if (k + 1 >= cap) return false;
-        out[k++] = (char)c;
-    }
+    long k = sp_http_pct_decode(src, n, out, cap - 1);
+    if (k < 0 || memchr(out, '\0', (size_t)k)) return false;
     out[k] = '\0';
     return true;
 }
