@@ -810,6 +810,10 @@ static void after_write(uv_work_t *req, int status)
     sp_journal_t *j = w->j;
     ((group_t *)w)->done = true;
     if (w->zeroed) j->filling = false; /* this group's fill, and its write, are done */
+    /* The answers of the groups now durable go out after the next group has started: its sync
+     * then overlaps the writing of these answers instead of waiting for it. */
+    wlist_t answered;
+    wl_init(&answered);
     /* Groups are answered in the order they were formed, whatever order their syncs end in. */
     while (j->nflight > 0 && j->groups[j->ghead].done) {
         group_t *g = &j->groups[j->ghead];
@@ -831,7 +835,7 @@ static void after_write(uv_work_t *req, int status)
                 sp_buf_free(&g->buf);
             else
                 sp_buf_reset(&g->buf);
-            wl_call(&g->waiters, 0, NULL);
+            wl_append(&answered, &g->waiters);
         } else {
             /* This group, and any after it, are written again from seg_off: their bytes go
              * back in front of what is not sent yet. */
@@ -840,6 +844,7 @@ static void after_write(uv_work_t *req, int status)
             sp_buf_append(&j->rbuf, g->buf.data, g->buf.len);
             sp_buf_reset(&g->buf);
             if (j->rbuf.oom) sp_error("journal: out of memory keeping a failed write");
+            wl_call(&answered, 0, NULL);
             wl_call(&g->waiters, SP_EUNAVAIL, j->why);
         }
     }
@@ -855,6 +860,7 @@ static void after_write(uv_work_t *req, int status)
         j->sent_off = j->seg_off;
     }
     if (j->closing) {
+        wl_call(&answered, 0, NULL);
         if (!j->failing && (j->nids || j->nqs || j->open.head))
             flush(j, true);
         else
@@ -871,6 +877,7 @@ static void after_write(uv_work_t *req, int status)
         else
             flush(j, false);
     }
+    wl_call(&answered, 0, NULL);
 }
 
 /* Forms the next group and writes it while fewer than MAX_INFLIGHT are in flight (a completion
