@@ -164,6 +164,16 @@ void sp_jrec_put_u64(sp_buf_t *b, sp_jrec_type_t type, uint64_t v)
     frame_end(b, 9);
 }
 
+void sp_jrec_group(unsigned char *out, const void *data, size_t len)
+{
+    char *p = (char *)out + HDR;
+    *p++ = (char)SP_JREC_GROUP;
+    p = put_u64(p, (uint64_t)len);
+    put_u32(p, sp_crc32c(0, data, len));
+    put_u32((char *)out, SP_JREC_GROUP_SIZE - HDR);
+    put_u32((char *)out + 4, sp_crc32c(0, out + HDR, SP_JREC_GROUP_SIZE - HDR));
+}
+
 void sp_jrec_put_forget(sp_buf_t *b, uint64_t id)
 {
     sp_jrec_put_u64(b, SP_JREC_FORGET, id);
@@ -293,6 +303,10 @@ long long sp_jrec_get(const void *data, size_t len, sp_jrec_t *out)
     case SP_JREC_END:
         out->id = get_u64(&r);
         break;
+    case SP_JREC_GROUP:
+        out->group_len = get_u64(&r);
+        out->group_crc = get_u32(&r);
+        break;
     case SP_JREC_QUEUE:
         out->queue.paused = get_u8(&r) != 0;
         out->queue.enqueued = get_u64(&r);
@@ -325,6 +339,7 @@ int sp_jrec_apply(sp_engine_t *e, int64_t now, const sp_jrec_t *r)
         sp_engine_set_next_id(e, r->id);
         return 0;
     case SP_JREC_END:
+    case SP_JREC_GROUP:
         return 0;
     }
     return SP_EINVAL;
@@ -359,8 +374,8 @@ typedef struct {
 
 /* Groups written at once. One: on a 2-core machine with the server pinned to one core, two in
  * flight made smaller groups, more fsyncs and thread switches, and 12 % fewer durable submits
- * (bench/run.sh durable). With one, a write cut short is always the journal's last: replay
- * truncates it alone, never refusing to start on a torn group followed by a whole one. */
+ * (bench/run.sh durable). With one, a write starts only once the one before it is synced, which
+ * replay relies on: a whole group after damage proves the damaged bytes were synced. */
 #define MAX_INFLIGHT 1
 
 typedef struct {
@@ -841,7 +856,9 @@ static void after_write(uv_work_t *req, int status)
              * back in front of what is not sent yet. */
             if (!j->broken) j->broken = g->w.err ? g->w.err : EIO;
             set_failing(j, j->broken);
-            sp_buf_append(&j->rbuf, g->buf.data, g->buf.len);
+            /* without its group record: the rewrite gets one of its own */
+            sp_buf_append(&j->rbuf, g->buf.data + SP_JREC_GROUP_SIZE,
+                          g->buf.len - SP_JREC_GROUP_SIZE);
             sp_buf_reset(&g->buf);
             if (j->rbuf.oom) sp_error("journal: out of memory keeping a failed write");
             wl_call(&answered, 0, NULL);
@@ -919,9 +936,21 @@ static void flush(sp_journal_t *j, bool retry)
     }
     /* Zeros are filled in only with nothing else in flight, and nothing else starts while they
      * are: the fill and another group's data must never write the same bytes at once. */
-    if (j->nflight > 0 &&
-        (j->filling || j->sent_off + (int64_t)j->gbuf.len > j->seg_zeroed_planned))
+    if (j->nflight > 0 && (j->filling || j->sent_off + SP_JREC_GROUP_SIZE + (int64_t)j->gbuf.len >
+                                             j->seg_zeroed_planned))
         return;
+    /* Each write starts with a group record, the length and CRC of the records after it: replay
+     * tells a write the disk got only part of (before its sync, so never answered) from damage
+     * to one that was answered. */
+    if (!sp_buf_reserve(&j->gbuf, SP_JREC_GROUP_SIZE)) {
+        set_failing(j, ENOMEM);
+        wl_call(&j->open, SP_EUNAVAIL, j->why);
+        kick(j);
+        return;
+    }
+    memmove(j->gbuf.data + SP_JREC_GROUP_SIZE, j->gbuf.data, j->gbuf.len + 1);
+    sp_jrec_group((unsigned char *)j->gbuf.data, j->gbuf.data + SP_JREC_GROUP_SIZE, j->gbuf.len);
+    j->gbuf.len += SP_JREC_GROUP_SIZE;
     group_t *g = &j->groups[(j->ghead + j->nflight) % MAX_INFLIGHT];
     sp_buf_t spare = g->buf;
     g->buf = j->gbuf;
@@ -1225,9 +1254,39 @@ typedef struct {
     bool saw_end;
 } replay_stats_t;
 
-/* Applies the records of one file. `limit` stops early (a --journal-truncate-at offset). For the
- * last log, a bad record with nothing valid after it is a torn write: the file is cut there.
- * Anywhere else a bad record is corruption, reported with the file and offset. */
+/* Whether the write starting at `off` is whole: a group record whose records all follow intact.
+ * *next is then where they start. */
+static bool group_whole(const unsigned char *p, size_t size, size_t off, size_t *next)
+{
+    sp_jrec_t r;
+    if (size - off < SP_JREC_GROUP_SIZE || sp_jrec_get(p + off, size - off, &r) <= 0 ||
+        r.type != SP_JREC_GROUP)
+        return false;
+    size_t body = off + SP_JREC_GROUP_SIZE;
+    if (r.group_len > size - body || sp_crc32c(0, p + body, (size_t)r.group_len) != r.group_crc)
+        return false;
+    *next = body;
+    return true;
+}
+
+/* Whether a whole write starts anywhere past `off`. A write starts only once the one before it
+ * is synced, so one found there proves that the bytes at `off` were synced (and answered). */
+static bool whole_group_after(const unsigned char *p, size_t size, size_t off)
+{
+    for (size_t at = off + 1; at + SP_JREC_GROUP_SIZE <= size; at++) {
+        size_t next;
+        if (p[at] == SP_JREC_GROUP_SIZE - HDR && p[at + 1] == 0 && p[at + 2] == 0 &&
+            p[at + 3] == 0 && p[at + HDR] == SP_JREC_GROUP && group_whole(p, size, at, &next))
+            return true;
+    }
+    return false;
+}
+
+/* Applies the records of one file. `limit` stops early (a --journal-truncate-at offset). Logs
+ * are written as groups (a group record, then the records it covers); a group is applied only
+ * when all of it is intact. For the last log, a bad group or record with no whole group after
+ * it is a write cut short: the file is cut there. Anywhere else it is corruption, reported with
+ * the file and offset. */
 static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_snap, size_t cut_at,
                        bool *cut, replay_stats_t *rs, char *err, size_t errlen)
 {
@@ -1239,9 +1298,21 @@ static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_
     size_t off = 0;
     int64_t now = sp_now_ms();
     int rc = 0;
+    size_t group_end = 0; /* the end of the whole group being applied */
+    bool grouped = false; /* the file is written in groups */
     while (off < size) {
         sp_jrec_t r;
         long long n = sp_jrec_get(m.p + off, size - off, &r);
+        if (n > 0 && r.type == SP_JREC_GROUP) {
+            size_t next;
+            grouped = true;
+            if (!is_snap && off >= group_end && group_whole(m.p, size, off, &next)) {
+                group_end = next + (size_t)r.group_len;
+                off = next;
+                continue;
+            }
+            n = -1; /* its records are not all there: none of them is applied */
+        }
         if (n > 0) {
             int arc = sp_jrec_apply(j->e, now, &r);
             if (arc == SP_ENOMEM) {
@@ -1270,10 +1341,13 @@ static int replay_file(sp_journal_t *j, const char *name, bool is_last, bool is_
         /* Torn: the last write stopped inside this record, and nothing was written after it
          * (only zeros, or the end of the file). */
         size_t end = (uint64_t)declared + HDR >= rest ? rest : HDR + declared;
-        /* A zero length is a hole: a later part of the last write reached the disk before an
-         * earlier one (a power cut before its fsync), and none of it was answered. */
-        bool torn = is_last && !is_snap &&
-                    (n == 0 || declared == 0 || all_zero(m.p + off + end, rest - end));
+        /* In a log written in groups, damage outside a whole group with no whole group after
+         * it is in the last write, which was never synced: a power cut can leave any of its
+         * pages unwritten.
+         * In older logs: a zero length is a hole (a later part of the last write reached the
+         * disk before an earlier one); otherwise only zeros may follow the bad record. */
+        bool torn = is_last && !is_snap && off >= group_end && !whole_group_after(m.p, size, off) &&
+                    (grouped || n == 0 || declared == 0 || all_zero(m.p + off + end, rest - end));
         if (!torn && !is_snap && off == cut_at) {
             sp_warn("journal: %s: dropping the corrupt record at offset %zu and the %zu bytes "
                     "from there, as --journal-truncate-at asked",

@@ -88,7 +88,11 @@ typedef enum {
     SP_JREC_QUEUE = 3,  /* a queue's pause flag and totals */
     SP_JREC_NEXTID = 4, /* the next job id */
     SP_JREC_END = 5,    /* the end of a complete snapshot */
+    SP_JREC_GROUP = 6,  /* a log write's header: the length and CRC32C of the records after it */
 } sp_jrec_type_t;
+
+/* The framed size of an SP_JREC_GROUP record. */
+#define SP_JREC_GROUP_SIZE 21
 
 /* One decoded record; pointers point into the bytes it was decoded from. */
 typedef struct {
@@ -96,6 +100,8 @@ typedef struct {
     sp_jobrec_t job;        /* SP_JREC_JOB */
     uint64_t id;            /* SP_JREC_FORGET, SP_JREC_NEXTID */
     sp_queue_stats_t queue; /* SP_JREC_QUEUE: name, paused and totals */
+    uint64_t group_len;     /* SP_JREC_GROUP: bytes of records that follow in the same write */
+    uint32_t group_crc;     /* SP_JREC_GROUP: their CRC32C */
 } sp_jrec_t;
 
 /* Appends one framed record. */
@@ -103,6 +109,8 @@ void sp_jrec_put_job(sp_buf_t *b, const sp_jobrec_t *job);
 void sp_jrec_put_forget(sp_buf_t *b, uint64_t id);
 void sp_jrec_put_queue(sp_buf_t *b, const sp_queue_stats_t *q);
 void sp_jrec_put_u64(sp_buf_t *b, sp_jrec_type_t type, uint64_t v);
+/* Writes the SP_JREC_GROUP record for the `len` bytes at `data` into out[SP_JREC_GROUP_SIZE]. */
+void sp_jrec_group(unsigned char *out, const void *data, size_t len);
 
 /* Decodes the framed record at p[0..len). Returns its framed size (> 0); 0 when the bytes end
  * before the record does (a torn tail); -1 when the CRC or the body is wrong. */

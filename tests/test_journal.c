@@ -666,6 +666,92 @@ static void test_corrupt_middle(void **state)
     fx_open(f);
 }
 
+static char *read_file(const char *path, size_t *len)
+{
+    off_t n = file_size(path);
+    char *p = malloc((size_t)n + 1);
+    assert_non_null(p);
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(read(fd, p, (size_t)n), (ssize_t)n);
+    close(fd);
+    *len = (size_t)n;
+    return p;
+}
+
+static void write_at(const char *path, const void *p, size_t n, off_t off)
+{
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, p, n, off), (ssize_t)n);
+    close(fd);
+}
+
+/* The offsets of the group records (one starts each write) in a log's bytes. */
+static size_t group_offsets(const char *p, size_t len, size_t *offs, size_t cap)
+{
+    size_t n = 0, off = 0;
+    sp_jrec_t r;
+    long long got;
+    while (off < len && (got = sp_jrec_get(p + off, len - off, &r)) > 0) {
+        if (r.type == SP_JREC_GROUP && n < cap) offs[n++] = off;
+        off += (size_t)got;
+    }
+    assert_int_equal(off, len);
+    return n;
+}
+
+static void test_torn_last_group(void **state)
+{
+    fx_t *f = *state;
+    fx_open(f);
+    churn(f, 10);
+    size_t la;
+    char *a = state_of(sp_backend_memory_engine(f->b), &la);
+    do_batch(f, "big", 300); /* one write of several pages, the log's last */
+    fx_close(f);
+    char *path = last_log(f);
+    size_t len;
+    char *bytes = read_file(path, &len);
+    size_t offs[256];
+    size_t n = group_offsets(bytes, len, offs, 256);
+    assert_true(n >= 4);
+    size_t last = offs[n - 1];
+    assert_true(len - last > 3 * 4096);
+    char name[256];
+    snprintf(name, sizeof name, "%s", strrchr(path, '/') + 1);
+
+    /* Damage inside an earlier write, with whole writes after it: it was synced and answered,
+     * so this is corruption, refused with the offset of the write it is in. */
+    size_t mid = offs[1] + (offs[2] - offs[1]) / 2;
+    char byte = (char)(bytes[mid] ^ 0x40);
+    write_at(path, &byte, 1, (off_t)mid);
+    char err[1024] = "";
+    assert_int_equal(fx_open_err(f, NULL, err, sizeof err), -1);
+    char want[64];
+    snprintf(want, sizeof want, "offset %zu ", offs[1]);
+    assert_non_null(strstr(err, name));
+    assert_non_null(strstr(err, want));
+    write_at(path, &bytes[mid], 1, (off_t)mid);
+
+    /* A power cut before the last write's sync: a page in its middle never reached the disk
+     * while the pages after it did. Nothing of that write was answered: it is dropped whole. */
+    static const char zeros[4096];
+    size_t hole = (last + 4096 + 4095) / 4096 * 4096;
+    assert_true(hole + 4096 < len);
+    write_at(path, zeros, sizeof zeros, (off_t)hole);
+    fx_open(f);
+    size_t lb;
+    char *c = state_of(sp_backend_memory_engine(f->b), &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(a, c, la);
+    free(c);
+    fx_close(f);
+    assert_int_equal(file_size(path), (off_t)last);
+    free(bytes);
+    free(a);
+}
+
 static void wait_compacted(fx_t *f)
 {
     sp_journal_t *j = sp_backend_memory_journal(f->b);
@@ -838,6 +924,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_held_lease_canceled, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_torn_last_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_and_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_while_changing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_automatic_compaction, setup, teardown),
