@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "backend_memory.h"
@@ -485,6 +486,64 @@ static void test_heartbeat_keeps_lease(void **state)
     assert_int_equal(fx->leases[id], 1);
 }
 
+static void hb_unreachable(sp_backend_t *b, uint64_t id, uint64_t lease, int64_t extend_ms,
+                           sp_be_job_cb cb, void *ud)
+{
+    (void)b;
+    (void)id;
+    (void)lease;
+    (void)extend_ms;
+    cb(ud, SP_EUNAVAIL, "backend unreachable", NULL);
+}
+
+static size_t count_lines_with(const char *text, const char *what)
+{
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, what)); p += strlen(what)) n++;
+    return n;
+}
+
+static void test_failed_heartbeats_warned_once(void **state)
+{
+    fx_t *fx = *state;
+    /* The pool's stderr goes to a file for the test to read. */
+    char path[] = "/tmp/spool-test-pool-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, 2), 2);
+    /* Every heartbeat fails as with the backend unreachable (the leases themselves hold). */
+    const sp_backend_ops_t *orig = fx->b->ops;
+    static sp_backend_ops_t failing;
+    failing = *orig;
+    failing.heartbeat = hb_unreachable;
+    fx->b->ops = &failing;
+    job_opts_t jo = {3, 1500, 0}; /* a heartbeat every 500 ms */
+    pool_start(fx, 8, "test");
+    uint64_t ids[8];
+    for (int i = 0; i < 8; i++) ids[i] = submit(fx, "sleep", "{\"ms\": 800}", &jo);
+    for (int i = 0; i < 8; i++) wait_state(fx, ids[i], SP_STATE_SUCCEEDED, 20000);
+    /* Heartbeats are answered again. */
+    fx->b->ops = orig;
+    uint64_t again = submit(fx, "sleep", "{\"ms\": 800}", &jo);
+    wait_state(fx, again, SP_STATE_SUCCEEDED, 20000);
+    fflush(stderr);
+    assert_int_equal(dup2(saved, 2), 2);
+    close(saved);
+    char log[65536];
+    ssize_t n = pread(fd, log, sizeof log - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    log[n] = '\0';
+    /* Eight heartbeats failed within 10 s: one warning, then one line when they work again. */
+    assert_int_equal(count_lines_with(log, "heartbeat of job"), 1);
+    assert_int_equal(count_lines_with(log, "more heartbeats failed"), 0);
+    assert_int_equal(count_lines_with(log, "heartbeats answered again"), 1);
+}
+
 typedef struct {
     uint64_t id;
     sp_pool_t *pool;
@@ -701,6 +760,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unknown_type, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slot_accounting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_keeps_lease, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_heartbeats_warned_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost_lease_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_pool_blocks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_running, setup, teardown),

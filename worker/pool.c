@@ -110,6 +110,9 @@ struct sp_pool {
     sp_backoff_t backoff; /* between failed lease requests */
     size_t orphans;       /* releases out for jobs that had no slot */
     size_t acks_out;      /* acks sent for slots already free again */
+    uint64_t hb_failed;   /* heartbeats failed since the last warning about them */
+    int64_t hb_warned_at; /* when that warning was logged (loop time, ms) */
+    bool hb_failing;      /* heartbeats fail: warned about, not answered since */
 
     uv_idle_t idle;
     bool idle_active;
@@ -279,6 +282,43 @@ static void slot_interrupt(slot_t *s, intr_t why)
     if (s->handler && s->handler->cancel) s->handler->cancel(s->handler, &s->job);
 }
 
+#define HB_WARN_EVERY_MS 10000
+
+/* Failed heartbeats are warned about once per HB_WARN_EVERY_MS for the whole pool, not once per
+ * running job: with the backend unreachable, every slot's heartbeat fails at each interval. */
+static void hb_failed(sp_pool_t *p, const slot_t *s, int status, const char *why)
+{
+    int64_t now = (int64_t)uv_now(p->loop);
+    bool first = !p->hb_failing;
+    p->hb_failing = true;
+    p->hb_failed++;
+    if (first) {
+        sp_warn("worker %s: heartbeat of job %" PRIu64 " (slot %" PRIu32 ") failed: %s; its lease "
+                "holds until it runs out and heartbeats go on (further failures: one warning "
+                "every %d s)",
+                p->name, s->job.id, s->num, why ? why : sp_strerror(status),
+                HB_WARN_EVERY_MS / 1000);
+    } else if (now - p->hb_warned_at >= HB_WARN_EVERY_MS) {
+        sp_warn("worker %s: %" PRIu64 " more heartbeats failed in the last %" PRId64
+                " s, the last of job %" PRIu64 ": %s",
+                p->name, p->hb_failed - 1, (now - p->hb_warned_at) / 1000, s->job.id,
+                why ? why : sp_strerror(status));
+    } else {
+        return;
+    }
+    p->hb_failed = 1;
+    p->hb_warned_at = now;
+}
+
+static void hb_ok(sp_pool_t *p)
+{
+    if (!p->hb_failing) return;
+    sp_info("worker %s: heartbeats answered again", p->name);
+    p->hb_failing = false;
+    p->hb_failed = 0;
+    p->hb_warned_at = 0;
+}
+
 static void hb_answered(void *ud, int status, const char *why, const sp_jobrec_t *job)
 {
     slot_t *s = ud;
@@ -290,10 +330,10 @@ static void hb_answered(void *ud, int status, const char *why, const sp_jobrec_t
             slot_interrupt(s, INTR_LOST);
         } else if (status < 0) {
             /* Transient (the backend is unreachable): the next heartbeat tries again. */
-            sp_warn("worker %s/%" PRIu32 ": heartbeat of job %" PRIu64 " failed: %s", s->pool->name,
-                    s->num, s->job.id, why ? why : sp_strerror(status));
-        } else if (job && job->cancel_requested) {
-            slot_interrupt(s, INTR_CANCEL);
+            hb_failed(s->pool, s, status, why);
+        } else {
+            hb_ok(s->pool);
+            if (job && job->cancel_requested) slot_interrupt(s, INTR_CANCEL);
         }
     }
     slot_settle(s);
