@@ -9,6 +9,7 @@
  */
 #include "api.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -638,10 +639,30 @@ static void route_job_retry(ctx_t *c, const seg_t *sid)
 
 /* ---- routes: worker protocol ------------------------------------------------------------ */
 
+static void released_cb(void *ud, int status, const char *why, const sp_jobrec_t *job)
+{
+    (void)job;
+    uint64_t id = (uint64_t)(uintptr_t)ud;
+    if (status && status != SP_ECONFLICT && status != SP_ENOTFOUND)
+        sp_warn("job %" PRIu64 ": could not hand back a lease its client left before getting "
+                "(it goes back when the lease runs out): %s",
+                id, why ? why : sp_strerror(status));
+}
+
 static void lease_cb(void *ud, int status, const char *why, const sp_jobrec_t *jobs, size_t n,
                      uint64_t next)
 {
     (void)next;
+    const call_t *k = ud;
+    if (k->aborted && status == 0) {
+        /* The client left before its answer (a backend that answers later, such as Redis):
+         * what it would have been given goes back at once, its attempt not counted, instead of
+         * waiting out its lease. */
+        sp_backend_t *be = k->api->backend;
+        for (size_t i = 0; i < n; i++)
+            be->ops->release(be, jobs[i].id, jobs[i].lease, released_cb,
+                             (void *)(uintptr_t)jobs[i].id);
+    }
     sp_api_t *api;
     sp_http_req_t *req;
     sp_buf_t *b = call_answer(ud, status, why, &api, &req);

@@ -394,6 +394,57 @@ static void test_long_poll_client_gone(void **state)
     SPT_STOP(s);
 }
 
+/* A lease answered after its client left (the Redis backend answers a round trip later, here
+ * held up on purpose) hands the jobs back at once, their attempt not counted, rather than
+ * leaving them running until the lease runs out. The memory backend answers at once. */
+static void test_lease_client_gone_at_once(void **state)
+{
+    (void)state;
+    const char *url = spt_test_backend_url();
+    if (!url) skip();
+    spt_proc_t s;
+    SPT_START(s, NULL);
+    int port = s.port;
+    char id[ID_MAX];
+    submit(port, "left", "", id);
+    /* Redis holds the server's scripts for 800 ms: the client leaves while its lease is out. */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "redis-cli -u '%s' CLIENT PAUSE 800 WRITE >/dev/null", url);
+    assert_int_equal(system(cmd), 0);
+    int fd = spt_connect(port);
+    assert_true(fd >= 0);
+    const char *body = "{\"queues\":[\"left\"]}";
+    char raw[512];
+    int n = snprintf(raw, sizeof(raw),
+                     "POST /v1/lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     "application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    assert_int_equal(spt_send(fd, raw, (size_t)n), 0);
+    spt_sleep_ms(300);
+    spt_close(fd);
+    const char *st = NULL;
+    long long attempts = -1;
+    for (int i = 0; i < 100; i++) {
+        spt_resp_t r = get_job(port, id);
+        st = spt_jstr(r.json, "state");
+        attempts = spt_jint(r.json, "attempts");
+        bool back = st && strcmp(st, "queued") == 0 && attempts == 0;
+        st = back ? "queued" : "not back";
+        spt_resp_free(&r);
+        if (back) break;
+        spt_sleep_ms(50);
+    }
+    SPT_ASSERT_STR(st, "queued");
+    /* The next worker gets it as a first attempt. */
+    leased_t l;
+    lease_one(port, "left", &l);
+    SPT_ASSERT_STR(l.id, id);
+    spt_resp_t r = get_job(port, id);
+    assert_int_equal(spt_jint(r.json, "attempts"), 1);
+    spt_resp_free(&r);
+    SPT_STOP(s);
+}
+
 static void test_ack(void **state)
 {
     (void)state;
@@ -1016,6 +1067,7 @@ int main(void)
         cmocka_unit_test(test_lease_validation),
         cmocka_unit_test(test_long_poll),
         cmocka_unit_test(test_long_poll_client_gone),
+        cmocka_unit_test(test_lease_client_gone_at_once),
         cmocka_unit_test(test_ack),
         cmocka_unit_test(test_fail_and_retry),
         cmocka_unit_test(test_heartbeat_and_cancel),
