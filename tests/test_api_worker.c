@@ -362,21 +362,27 @@ static void test_long_poll(void **state)
     SPT_STOP(s);
 }
 
-static void test_long_poll_client_gone(void **state)
+/* Sends POST /v1/lease with body on a connection of its own, left open; returns the socket. */
+static int send_lease_raw(int port, const char *body)
 {
-    (void)state;
-    spt_proc_t s;
-    SPT_START(s, NULL);
-    int port = s.port;
     int fd = spt_connect(port);
     assert_true(fd >= 0);
-    const char *body = "{\"queues\":[\"gone\"],\"wait_ms\":10000}";
     char raw[512];
     int n = snprintf(raw, sizeof(raw),
                      "POST /v1/lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
                      "application/json\r\nContent-Length: %zu\r\n\r\n%s",
                      strlen(body), body);
     assert_int_equal(spt_send(fd, raw, (size_t)n), 0);
+    return fd;
+}
+
+static void test_long_poll_client_gone(void **state)
+{
+    (void)state;
+    spt_proc_t s;
+    SPT_START(s, NULL);
+    int port = s.port;
+    int fd = send_lease_raw(port, "{\"queues\":[\"gone\"],\"wait_ms\":10000}");
     /* The poll is parked, then its client hangs up; the server sees the close before the
      * submission below is even sent. */
     spt_sleep_ms(200);
@@ -411,15 +417,7 @@ static void test_lease_client_gone_at_once(void **state)
     char cmd[512];
     snprintf(cmd, sizeof cmd, "redis-cli -u '%s' CLIENT PAUSE 800 WRITE >/dev/null", url);
     assert_int_equal(system(cmd), 0);
-    int fd = spt_connect(port);
-    assert_true(fd >= 0);
-    const char *body = "{\"queues\":[\"left\"]}";
-    char raw[512];
-    int n = snprintf(raw, sizeof(raw),
-                     "POST /v1/lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
-                     "application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     strlen(body), body);
-    assert_int_equal(spt_send(fd, raw, (size_t)n), 0);
+    int fd = send_lease_raw(port, "{\"queues\":[\"left\"]}");
     spt_sleep_ms(300);
     spt_close(fd);
     const char *st = NULL;
