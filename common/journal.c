@@ -897,6 +897,15 @@ static void after_write(uv_work_t *req, int status)
     wl_call(&answered, 0, NULL);
 }
 
+/* A group could not be formed for want of memory: what waits for it fails, and the journal
+ * retries on its timer (the notes and the buffer are kept). */
+static void flush_out_of_memory(sp_journal_t *j)
+{
+    set_failing(j, ENOMEM);
+    wl_call(&j->open, SP_EUNAVAIL, j->why);
+    kick(j);
+}
+
 /* Forms the next group and writes it while fewer than MAX_INFLIGHT are in flight (a completion
  * forms the next one otherwise). A failing journal writes only from its retry timer (`retry`),
  * with nothing else in flight. */
@@ -918,9 +927,7 @@ static void flush(sp_journal_t *j, bool retry)
         }
     }
     if (!encode_group(j)) {
-        set_failing(j, ENOMEM);
-        wl_call(&j->open, SP_EUNAVAIL, j->why);
-        kick(j);
+        flush_out_of_memory(j);
         return;
     }
     if (j->gbuf.len == 0) {
@@ -943,9 +950,7 @@ static void flush(sp_journal_t *j, bool retry)
      * tells a write the disk got only part of (before its sync, so never answered) from damage
      * to one that was answered. */
     if (!sp_buf_reserve(&j->gbuf, SP_JREC_GROUP_SIZE)) {
-        set_failing(j, ENOMEM);
-        wl_call(&j->open, SP_EUNAVAIL, j->why);
-        kick(j);
+        flush_out_of_memory(j);
         return;
     }
     memmove(j->gbuf.data + SP_JREC_GROUP_SIZE, j->gbuf.data, j->gbuf.len + 1);

@@ -314,9 +314,7 @@ static void hb_ok(sp_pool_t *p)
 {
     if (!p->hb_failing) return;
     sp_info("worker %s: heartbeats answered again", p->name);
-    p->hb_failing = false;
-    p->hb_failed = 0;
-    p->hb_warned_at = 0;
+    p->hb_failing = false; /* the next failure is warned about at once, its count restarted */
 }
 
 static void hb_answered(void *ud, int status, const char *why, const sp_jobrec_t *job)
