@@ -33,6 +33,8 @@ TEST_SRC   = $(wildcard tests/test_*.c)
 TEST_SCRIPTS = $(wildcard tests/test_*.sh)
 TESTSUP_SRC = $(wildcard tests/support/*.c)
 FUZZ_SRC   = $(wildcard tests/fuzz/fuzz_*.c)
+# The Redis backend's Lua library, generated from common/redis.lua (see below).
+LUA_GEN    = build/gen/redis_lua.c
 
 BINS = spool-server $(if $(WORKER_MAIN),spool-worker) $(if $(CLI_SRC),spool)
 
@@ -150,7 +152,7 @@ test: deps
 # ---- fuzzing ---------------------------------------------------------------------------------
 FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined $(BASEFLAGS)
 FUZZ_BINS   = $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
-FUZZ_LIB_SRC = $(LIB_SRC)
+FUZZ_LIB_SRC = $(LIB_SRC) $(LUA_GEN)
 FUZZ_SECONDS ?= 60
 
 build/fuzz/obj/%.o: %.c
@@ -228,6 +230,25 @@ build/bin/spool-server: $(DASH_REL_OBJ)
 build/asan/bin/spool-server: $(DASH_ASAN_OBJ)
 $(TEST_BINS): $(DASH_ASAN_OBJ)
 # ---- end of dashboard assets -----------------------------------------------------------------
+
+# ---- the Redis backend's Lua library ----------------------------------------------------------
+# common/redis.lua is embedded into libspool as the string sp_redis_lua of $(LUA_GEN)
+# (octal escapes from od, so that any byte is safe), which common/backend_redis.c loads.
+$(LUA_GEN): common/redis.lua
+	@mkdir -p $(dir $@)
+	{ echo '/* Generated from common/redis.lua by the Makefile: do not edit. */'; \
+	  echo '#include <stddef.h>'; \
+	  echo 'extern const char sp_redis_lua[];'; \
+	  echo 'extern const size_t sp_redis_lua_len;'; \
+	  echo 'const char sp_redis_lua[] ='; \
+	  od -An -v -to1 $< | awk '{ s = "    \""; for (k = 1; k <= NF; k++) s = s "\\" $$k; print s "\"" }'; \
+	  echo '    ;'; \
+	  echo 'const size_t sp_redis_lua_len = sizeof sp_redis_lua - 1;'; } > $@.tmp
+	mv $@.tmp $@
+
+$(REL_LIB): $(call objs,rel,$(LUA_GEN))
+$(ASAN_LIB): $(call objs,asan,$(LUA_GEN))
+# ---- end of the Lua library -------------------------------------------------------------------
 
 # ---- handler libraries: the example lib handler (examples/) and the tests' fixture library ----
 # Plain shared objects without sanitizers: a lib handler is the operator's own code, loaded with
