@@ -11,7 +11,7 @@
 #   submits, and a drain by one spool-worker --backend redis://, each with the Redis round trips
 #   per job counted from INFO commandstats.
 #   durable: single submits with --data-dir --fsync always against the volatile server, and
-#   beanstalkd with its binlog, in the same run.
+#   beanstalkd with its binlog, in the same run; then both servers again with 256 connections.
 #   scale: one redis-server, one spool-server without workers, and 1, then 2, then 4
 #   spool-worker --backend redis:// processes running the same noop jobs, end to end and as a
 #   drain of jobs queued first: the rate of each against one worker, with redis-server's CPU,
@@ -30,6 +30,8 @@ DURATION=${BENCH_DURATION:-10s}
 RUNS=${BENCH_RUNS:-3}
 PIN=${BENCH_PIN:-1}
 WRK_CONNS=64
+# durable: also measured with this many connections, where a group commit carries more answers
+DURABLE_WIDE_CONNS=256
 PAYLOAD_BYTES=100
 BATCH=10000
 RATE_SECONDS=5
@@ -255,10 +257,11 @@ lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 verdict() { if "$@"; then echo "met"; else echo "missed"; fi; }
 
 # Runs wrk against URL; prints "RPS P50_MS P99_MS NON2XX ERRORS" (a failed run returns 1).
+# run_wrk URL OUT [CONNECTIONS]: one wrk run (default $WRK_CONNS connections).
 run_wrk() {
-  local url=$1 out=$2 secs
+  local url=$1 out=$2 conns=${3:-$WRK_CONNS} secs
   secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print int(n) }')
-  if ! timeout $((secs + 30)) "${CLIENT_CPU[@]}" wrk -t1 -c"$WRK_CONNS" -d"$DURATION" --latency \
+  if ! timeout $((secs + 30)) "${CLIENT_CPU[@]}" wrk -t1 -c"$conns" -d"$DURATION" --latency \
     -s "$TMP/submit.lua" "$url" >"$out" 2>&1; then
     log "wrk failed against $url:"
     cat "$out" >&2
@@ -436,9 +439,9 @@ bench_memory() {
 
 # One wrk run; prints the req/s, or returns 1 (with the reason logged).
 wrk_rps() {
-  local label=$1 port=$2 round=$3 line rps p50 p99 non2xx errs
-  line=$(run_wrk "http://127.0.0.1:$port/v1/queues/bench/jobs" "$TMP/wrk-$label-$round.txt") ||
-    return 1
+  local label=$1 port=$2 round=$3 conns=${4:-$WRK_CONNS} line rps p50 p99 non2xx errs
+  line=$(run_wrk "http://127.0.0.1:$port/v1/queues/bench/jobs" "$TMP/wrk-$label-$round.txt" \
+    "$conns") || return 1
   read -r rps p50 p99 non2xx errs <<<"$line"
   log "  $label round $round: $rps req/s, p50 $p50 ms, p99 $p99 ms, non-2xx $non2xx, socket errors $errs"
   if [ "$non2xx" -gt 0 ]; then
@@ -483,7 +486,7 @@ beanstalk_round() {
 
 bench_durable() {
   local round ok=1 v d b
-  local -a vol=() dur=() bst=()
+  local -a vol=() dur=() bst=() wvol=() wdur=()
   log "5. Durable single submit: --data-dir --fsync always vs volatile vs beanstalkd -b, $RUNS round(s)"
   ensure_wrk || { failed "durable: wrk is not available"; return; }
   write_lua || { failed "durable: could not write the wrk script"; return; }
@@ -493,17 +496,26 @@ bench_durable() {
     failed "durable: beanstalkd (or its client) is not available; Spool measured alone"
   fi
   for ((round = 1; round <= RUNS; round++)); do
-    start_spool "volatile-$round" || { ok=0; break; }
-    v=$(wrk_rps volatile "$SPOOL_PORT" "$round") || ok=0
-    stop_spool_quiet
-    [ "$ok" = 1 ] || break
-    vol+=("$v")
-    start_spool "durable-$round" --data-dir "$TMP/data-$round" --fsync always || { ok=0; break; }
-    d=$(wrk_rps durable "$SPOOL_PORT" "$round") || ok=0
-    stop_spool_quiet
-    rm -rf "$TMP/data-$round"
-    [ "$ok" = 1 ] || break
-    dur+=("$d")
+    # volatile and durable at $WRK_CONNS connections, then both again at $DURABLE_WIDE_CONNS
+    for conns in "$WRK_CONNS" "$DURABLE_WIDE_CONNS"; do
+      start_spool "volatile-$conns-$round" || { ok=0; break 2; }
+      v=$(wrk_rps "volatile-c$conns" "$SPOOL_PORT" "$round" "$conns") || ok=0
+      stop_spool_quiet
+      [ "$ok" = 1 ] || break 2
+      start_spool "durable-$conns-$round" --data-dir "$TMP/data-$round" --fsync always ||
+        { ok=0; break 2; }
+      d=$(wrk_rps "durable-c$conns" "$SPOOL_PORT" "$round" "$conns") || ok=0
+      stop_spool_quiet
+      rm -rf "$TMP/data-$round"
+      [ "$ok" = 1 ] || break 2
+      if [ "$conns" = "$WRK_CONNS" ]; then
+        vol+=("$v")
+        dur+=("$d")
+      else
+        wvol+=("$v")
+        wdur+=("$d")
+      fi
+    done
     if [ "$have_bs" = 1 ]; then
       if b=$(beanstalk_round "$round"); then bst+=("$b"); else have_bs=0; failed "durable: the beanstalkd run failed"; fi
       rm -rf "$TMP/beanstalk-$round"
@@ -513,7 +525,7 @@ bench_durable() {
     failed "durable: a run could not be completed (see above)"
     return
   fi
-  local mv md mb ratio
+  local mv md mb ratio wv wd
   mv=$(median "${vol[@]}")
   md=$(median "${dur[@]}")
   ratio=$(awk -v a="$md" -v b="$mv" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
@@ -531,6 +543,12 @@ bench_durable() {
       "$(awk -v a="$md" -v b="$mb" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')" \
       "$(verdict lt "$mb" "$md")")"
   fi
+  wv=$(median "${wvol[@]}")
+  wd=$(median "${wdur[@]}")
+  report "   with wrk -c$DURABLE_WIDE_CONNS (more answers share each fsync; for information):"
+  report "$(printf '   %-22s %9s req/s' "spool volatile" "$wv")"
+  report "$(printf '   %-22s %9s req/s   (ratio %s)' "spool --fsync always" "$wd" \
+    "$(awk -v a="$wd" -v b="$wv" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')")"
 }
 
 bench_e2e() {
