@@ -465,6 +465,20 @@ static void path_of(const sp_journal_t *j, char *out, size_t cap, const char *ki
     snprintf(out, cap, "%s/%s-%012" PRIu64 ".%s", j->dir, kind, seq, ext);
 }
 
+/* The sequence number of a file that path_of named KIND-SEQ.EXT (SEQ zero-padded to 12 digits);
+ * false for any other name, such as a file an operator left in the directory. */
+static bool name_seq(const char *name, const char *kind, const char *ext, uint64_t *seq)
+{
+    size_t kl = strlen(kind), n = 0;
+    if (strncmp(name, kind, kl) != 0 || name[kl] != '-') return false;
+    const char *p = name + kl + 1;
+    uint64_t v = 0;
+    for (; p[n] >= '0' && p[n] <= '9' && n < 19; n++) v = v * 10 + (uint64_t)(p[n] - '0');
+    if (n < 12 || p[n] != '.' || strcmp(p + n + 1, ext) != 0) return false;
+    *seq = v;
+    return true;
+}
+
 static void wl_init(wlist_t *l)
 {
     l->head = NULL;
@@ -560,12 +574,9 @@ static void drop_old_files(const char *dir, uint64_t seq)
     struct dirent *de;
     char path[PATH_CAP];
     while ((de = readdir(d))) {
-        unsigned long long s;
-        char ext[8];
-        bool old = (sscanf(de->d_name, "journal-%12llu.%4s", &s, ext) == 2 &&
-                    strcmp(ext, "log") == 0 && s < seq) ||
-                   (sscanf(de->d_name, "snapshot-%12llu.%5s", &s, ext) == 2 &&
-                    strcmp(ext, "snap") == 0 && s < seq);
+        uint64_t s;
+        bool old = (name_seq(de->d_name, "journal", "log", &s) && s < seq) ||
+                   (name_seq(de->d_name, "snapshot", "snap", &s) && s < seq);
         if (!old) continue;
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         unlink(path);
@@ -1426,10 +1437,8 @@ static int parse_truncate_at(const char *s, char *name, size_t cap, size_t *off)
     unsigned long long v = strtoull(colon + 1, &end, 10);
     if (errno || *end || end == colon + 1 || colon[1] == '-') return -1;
     *off = (size_t)v;
-    unsigned long long seq;
-    char ext[8];
-    if (sscanf(name, "journal-%12llu.%4s", &seq, ext) != 2 || strcmp(ext, "log") != 0) return -1;
-    return 0;
+    uint64_t seq;
+    return name_seq(name, "journal", "log", &seq) ? 0 : -1;
 }
 
 static int load(sp_journal_t *j, uint64_t *next_seg, replay_stats_t *rs, size_t *nlogs, char *err,
@@ -1445,17 +1454,14 @@ static int load(sp_journal_t *j, uint64_t *next_seg, replay_stats_t *rs, size_t 
     struct dirent *de;
     char path[PATH_CAP], name[256];
     while ((de = readdir(d))) {
-        unsigned long long s;
-        char ext[8];
-        if (sscanf(de->d_name, "journal-%12llu.%4s", &s, ext) == 2 && !strcmp(ext, "log")) {
+        uint64_t s;
+        if (name_seq(de->d_name, "journal", "log", &s)) {
             if (seqs_add(&logs, s)) goto oom;
-        } else if (sscanf(de->d_name, "snapshot-%12llu.%5s", &s, ext) == 2) {
-            if (!strcmp(ext, "snap")) {
-                if (seqs_add(&snaps, s)) goto oom;
-            } else if (!strcmp(ext, "tmp")) {
-                snprintf(path, sizeof path, "%s/%s", j->dir, de->d_name);
-                unlink(path); /* a snapshot that never completed */
-            }
+        } else if (name_seq(de->d_name, "snapshot", "snap", &s)) {
+            if (seqs_add(&snaps, s)) goto oom;
+        } else if (name_seq(de->d_name, "snapshot", "tmp", &s)) {
+            snprintf(path, sizeof path, "%s/%s", j->dir, de->d_name);
+            unlink(path); /* a snapshot that never completed */
         }
     }
     closedir(d);

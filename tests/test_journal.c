@@ -795,6 +795,37 @@ static void test_snapshot_and_tail(void **state)
     expect_same_after_reopen(f);
 }
 
+/* Files whose names only resemble the journal's own (an operator's copy, an editor's backup) are
+ * neither replayed nor deleted by compaction. */
+static void test_foreign_files_left_alone(void **state)
+{
+    fx_t *f = *state;
+    static const char *const names[] = {
+        "journal-1.log",   "journal-000000000000.log.bak", "journal- 00000000001.log",
+        "snapshot-0.snap", "snapshot-00000000000x.snap",   "journal-000000000000.logs"};
+    char path[512];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", f->dir, names[i]);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(write(fd, "not a journal", 13), 13);
+        close(fd);
+    }
+    fx_open(f);
+    churn(f, 10);
+    expect_same_after_reopen(f);
+    assert_true(sp_journal_compact(sp_backend_memory_journal(f->b)));
+    wait_compacted(f);
+    churn(f, 10);
+    assert_true(sp_journal_compact(sp_backend_memory_journal(f->b)));
+    wait_compacted(f);
+    expect_same_after_reopen(f);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", f->dir, names[i]);
+        assert_int_equal(file_size(path), 13);
+    }
+}
+
 static void lease_cb_count(void *ud, int status, const char *why, const sp_jobrec_t *jobs, size_t n,
                            uint64_t next)
 {
@@ -926,6 +957,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_middle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_torn_last_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_and_tail, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_foreign_files_left_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_while_changing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_automatic_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_compaction_of_live_jobs, setup, teardown),
