@@ -636,6 +636,26 @@ start_redis() {
 
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 
+pid_alive() { kill -0 "$1" 2>/dev/null; }
+
+# wait_succeeded N CMD...: polls the bench queue's succeeded count on Redis until it reaches N,
+# CMD fails (a worker is gone) or 300 s pass; prints the last count.
+wait_succeeded() {
+  local n=$1 start now done_n=0
+  shift
+  start=$(date +%s.%N)
+  while :; do
+    done_n=$(rcli HGET 'spool:{bench}:stats' suc)
+    done_n=${done_n:-0}
+    [ "$done_n" -ge "$n" ] && break
+    "$@" || break
+    now=$(date +%s.%N)
+    if awk -v a="$now" -v b="$start" 'BEGIN { exit !(a - b > 300) }'; then break; fi
+    sleep 0.05
+  done
+  echo "$done_n"
+}
+
 # Script calls (EVALSHA, EVAL) and other commands the clients sent since the last CONFIG
 # RESETSTAT; commands run inside scripts are counted apart by Redis but are not round trips.
 round_trips() {
@@ -706,16 +726,7 @@ bench_redis() {
       local wpid=$!
       PIDS+=("$wpid")
       start=$(date +%s.%N)
-      done_n=0
-      while :; do
-        done_n=$(rcli HGET 'spool:{bench}:stats' suc)
-        done_n=${done_n:-0}
-        [ "$done_n" -ge "$REDIS_DRAIN_JOBS" ] && break
-        kill -0 "$wpid" 2>/dev/null || break
-        now=$(date +%s.%N)
-        if awk -v a="$now" -v b="$start" 'BEGIN { exit !(a - b > 300) }'; then break; fi
-        sleep 0.05
-      done
+      done_n=$(wait_succeeded "$REDIS_DRAIN_JOBS" pid_alive "$wpid")
       now=$(date +%s.%N)
       rt=$(round_trips)
       stop_pid "$wpid"
@@ -846,15 +857,7 @@ scale_round() {
   start_scale_workers "$n" "drain-$tag"
   cpu_mark
   start=$(date +%s.%N)
-  while :; do
-    done_n=$(rcli HGET 'spool:{bench}:stats' suc)
-    done_n=${done_n:-0}
-    [ "$done_n" -ge "$SCALE_JOBS" ] && break
-    scale_workers_alive "drain-$tag" || break
-    now=$(date +%s.%N)
-    if awk -v a="$now" -v b="$start" 'BEGIN { exit !(a - b > 300) }'; then break; fi
-    sleep 0.05
-  done
+  done_n=$(wait_succeeded "$SCALE_JOBS" scale_workers_alive "drain-$tag")
   now=$(date +%s.%N)
   cpu=$(cpu_share)
   stop_scale_workers
